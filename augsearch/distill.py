@@ -1,0 +1,185 @@
+"""Knowledge distillation: the loss, the training loop of a student, and evaluation.
+
+The teacher and the student see the same augmented batch at every step, and the teacher's outputs
+are computed afresh for that batch (never cached per sample: augmentation is random, so a cached
+output would belong to a different image).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from augsearch.loader import Normaliser, plain_batches
+from augsearch.policy import KDSettings
+from augsearch.runtime import Runtime
+from augsearch.space import TrainSettings
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite; training this configuration further is pointless."""
+
+
+def hinton_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor | None,
+    targets: torch.Tensor,
+    temperature: float,
+    alpha: float,
+) -> dict[str, torch.Tensor]:
+    """Hinton, Vinyals & Dean (2015), "Distilling the Knowledge in a Neural Network":
+
+        L = α · T² · KL(softmax(t/T) ‖ softmax(s/T)) + (1 − α) · CE(s, y)
+
+    The T² factor keeps the soft-target gradients on the same scale as the hard-target ones when T
+    changes (section 2 of the paper). KL is averaged over the batch. Returns the parts so that a
+    caller can log each; ``total`` is the one to differentiate. With ``alpha == 0`` or no teacher
+    it is plain cross-entropy.
+    """
+    student_logits = student_logits.float()
+    ce = F.cross_entropy(student_logits, targets)
+    if teacher_logits is None or alpha == 0:
+        return {"total": ce, "kd": torch.zeros_like(ce), "ce": ce}
+    kl = F.kl_div(
+        F.log_softmax(student_logits / temperature, dim=1),
+        F.log_softmax(teacher_logits.float() / temperature, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    )
+    kd = kl * temperature**2
+    return {"total": alpha * kd + (1 - alpha) * ce, "kd": kd, "ce": ce}
+
+
+def teacher_logits(teacher: nn.Module, images: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+    """The frozen teacher's logits for this very batch, under inference mode."""
+    with torch.inference_mode(), runtime.autocast():
+        logits = teacher(images)
+    return logits.float().clone()  # a normal tensor again, usable in the student's autograd graph
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Eval mode (BatchNorm uses its running statistics) and no gradients: a teacher."""
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module, x: np.ndarray, y: np.ndarray, normalise: Normaliser, batch_size: int = 1000
+) -> float:
+    """Top-1 accuracy of ``model`` on un-augmented images."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for images, labels in plain_batches(x, y, batch_size):
+        with normalise.runtime.autocast():
+            logits = model(normalise(images))
+        correct += (logits.argmax(1).cpu() == labels).sum().item()
+    model.train(was_training)
+    return correct / max(1, len(y))
+
+
+@dataclass
+class TrainResult:
+    """What one training run measured; ``val_accuracy`` has one entry per evaluated epoch."""
+
+    val_accuracy: list[float] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    images: int = 0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds else 0.0
+
+
+def make_optimiser(
+    model: nn.Module, settings: TrainSettings, steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """SGD with Nesterov momentum and a per-step one-cycle (Smith & Topin 2019) or cosine schedule."""
+    optimiser = torch.optim.SGD(
+        model.parameters(), lr=settings.lr, momentum=0.9, nesterov=True, weight_decay=settings.weight_decay
+    )
+    if settings.schedule == "onecycle":
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimiser, max_lr=settings.lr, total_steps=max(1, steps)
+        )
+    else:
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, steps))
+    return optimiser, schedule
+
+
+def train_student(
+    student: nn.Module,
+    batches,
+    settings: TrainSettings,
+    normalise: Normaliser,
+    teacher: nn.Module | None = None,
+    kd: KDSettings | None = None,
+    evaluation: tuple[np.ndarray, np.ndarray] | None = None,
+    on_epoch: Callable[[int, float], None] | None = None,
+    description: str = "train",
+) -> TrainResult:
+    """Train ``student`` for ``settings.epochs`` epochs over ``batches`` (a loader of uint8 batches).
+
+    With a teacher and ``kd.alpha > 0`` the loss is :func:`hinton_loss`; otherwise cross-entropy and
+    the teacher is never run. After each epoch the student is evaluated on ``evaluation`` (if given)
+    and ``on_epoch(epoch, accuracy)`` is called, which may raise to stop (Optuna's pruning).
+    Raises :class:`NonFiniteLoss` within a few steps of a loss turning NaN or infinite.
+    """
+    runtime = normalise.runtime
+    student.to(runtime.device, memory_format=runtime.memory_format).train()
+    use_teacher = teacher is not None and kd is not None and kd.alpha > 0
+    if use_teacher:
+        freeze(teacher.to(runtime.device, memory_format=runtime.memory_format))
+    optimiser, schedule = make_optimiser(student, settings, settings.epochs * len(batches))
+    result = TrainResult()
+    for epoch in range(settings.epochs):
+        start = time.perf_counter()
+        running, count = torch.zeros((), device=runtime.device), 0
+        steps = tqdm(batches, desc=f"{description} epoch {epoch + 1}/{settings.epochs}", leave=False)
+        for step, (images, labels) in enumerate(steps):
+            images, labels = normalise(images), labels.to(runtime.device, non_blocking=True)
+            targets = teacher_logits(teacher, images, runtime) if use_teacher else None
+            with runtime.autocast():
+                logits = student(images)
+            loss = hinton_loss(
+                logits, targets, labels, kd.temperature if kd else 1.0, kd.alpha if use_teacher else 0.0
+            )
+            optimiser.zero_grad(set_to_none=True)
+            loss["total"].backward()
+            optimiser.step()
+            schedule.step()
+            running += loss["total"].detach() * len(labels)
+            count += len(labels)
+            if step % _CHECK_EVERY == 0:  # a host sync: not every step, which would stall a GPU
+                _check_finite(running, epoch)
+        _check_finite(running, epoch)
+        result.seconds += time.perf_counter() - start
+        result.images += count
+        result.train_loss.append(running.item() / max(1, count))
+        if evaluation is not None:
+            accuracy = evaluate(student, *evaluation, normalise)
+            result.val_accuracy.append(accuracy)
+            if on_epoch is not None:
+                on_epoch(epoch, accuracy)
+    return result
+
+
+_CHECK_EVERY = 16
+
+
+def _check_finite(running: torch.Tensor, epoch: int) -> None:
+    value = running.item()
+    if not math.isfinite(value):
+        raise NonFiniteLoss(f"training loss became {value} in epoch {epoch + 1}")

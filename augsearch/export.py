@@ -1,0 +1,132 @@
+"""The exported policy file: albumentations' own dict plus KD settings and provenance, versioned.
+
+``data["albumentations"]`` is exactly what ``A.to_dict`` returns, so anyone can rebuild the
+pipeline with ``A.from_dict(data["albumentations"])`` without augsearch installed. The
+``schema_version`` lets a later augsearch refuse or upgrade an older file instead of misreading it.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import albumentations as A
+
+from augsearch import files
+from augsearch.errors import UserError
+from augsearch.policy import KDSettings, Policy, build_transform
+
+FORMAT = "augsearch-policy"
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LoadedPolicy:
+    """What :func:`load_policy` returns: the ready pipeline, the KD settings and where they came from."""
+
+    transform: A.Compose
+    policy: Policy
+    provenance: dict[str, Any]
+
+    @property
+    def kd(self) -> KDSettings:
+        return self.policy.kd
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for package in ("augsearch", "albumentations", "optuna", "torch", "torchvision", "numpy"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def policy_document(policy: Policy, provenance: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "albumentations": A.to_dict(build_transform(policy)),
+        "policy": {key: value for key, value in policy.to_dict().items() if key != "kd"},
+        "kd": policy.to_dict()["kd"],
+        "provenance": {**provenance, "versions": versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+    }
+
+
+def write_policy(path: Path, policy: Policy, provenance: dict[str, Any]) -> dict[str, Any]:
+    document = policy_document(policy, provenance)
+    files.write_json(path, document)
+    return document
+
+
+def load_policy(path: str | Path) -> LoadedPolicy:
+    """Read a file written by ``augsearch export``; a one-line :class:`UserError` for anything else."""
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"policy file not found: {path}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{path}: not a JSON file ({error})") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise UserError(f'{path}: not an augsearch policy file (no "format": "{FORMAT}")')
+    version = document.get("schema_version")
+    if not isinstance(version, int) or version < 1:
+        raise UserError(f"{path}: schema_version must be a positive integer, got {version!r}")
+    if version > SCHEMA_VERSION:
+        raise UserError(
+            f"{path}: schema_version {version} is newer than this augsearch reads ({SCHEMA_VERSION}); upgrade"
+        )
+    try:
+        policy = Policy.from_dict({**document["policy"], "kd": document["kd"]})
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise UserError(f"{path}: malformed policy or kd section ({type(error).__name__}: {error})") from None
+    pipeline = document.get("albumentations")
+    try:
+        transform = A.from_dict(pipeline)
+    except Exception as error:  # albumentations raises many kinds on bad dicts; all mean a bad file
+        raise UserError(
+            f"{path}: albumentations cannot rebuild the pipeline ({type(error).__name__}: {error})"
+        ) from None
+    return LoadedPolicy(transform, policy, dict(document.get("provenance", {})))
+
+
+def export_study(study_name: str, studies_dir: Path, storage: str | None, output: Path) -> dict[str, Any]:
+    """Write the best trial's policy of a stored study to ``output`` (atomically)."""
+    import optuna
+
+    from augsearch.study import default_storage, open_storage
+
+    if storage is None:
+        database = studies_dir / study_name / "study.db"
+        if not database.is_file():
+            raise UserError(f"no study database at {database}; run `augsearch run` first or pass --storage")
+        storage = default_storage(studies_dir / study_name)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+    except KeyError:
+        raise UserError(f"no study named '{study_name}' in {storage}") from None
+    try:
+        best = study.best_trial
+    except ValueError:
+        raise UserError(f"study '{study_name}' has no completed trial to export") from None
+    policy = Policy.from_dict(best.user_attrs["policy_json"])
+    provenance = {
+        "study": study_name,
+        "storage": storage,
+        "trial": best.number,
+        "validation_accuracy": best.value,
+        "space": study.user_attrs.get("space"),
+        "space_sha256": study.user_attrs.get("space_sha256"),
+        "dataset": study.user_attrs.get("dataset"),
+        "teacher": study.user_attrs.get("teacher"),
+        "student": study.user_attrs.get("student"),
+        "seed": study.user_attrs.get("seed"),
+    }
+    return write_policy(output, policy, provenance)

@@ -1,0 +1,113 @@
+"""Batches from uint8 arrays: augmented per batch in worker processes, normalised on the device.
+
+Each loader item is a whole batch (the sampler yields index lists), so a worker runs the
+albumentations pipeline over a batch and ships one uint8 array: far less inter-process traffic
+than per-sample items through ``collate``. Normalisation and the float conversion happen on the
+device, where they are nearly free. Augmentation is random, so nothing here is cached per sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from augsearch.runtime import Runtime
+
+
+class _Batches(Dataset):
+    """``dataset[indices]`` is one augmented batch: uint8 (B,H,W,C) and int64 labels."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, transform) -> None:
+        self.x, self.y, self.transform = x, y, transform
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index = np.asarray(indices)
+        if self.transform is None:
+            images = self.x[index]
+        else:
+            images = np.stack([self.transform(image=self.x[i])["image"] for i in index])
+            if images.ndim == 3:  # some albumentations ops drop a singleton channel axis
+                images = images[..., None]
+        return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(self.y[index])
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Give each worker's copy of the pipeline its own stream, derived from the loader's seed.
+
+    albumentations keeps its own generator inside ``Compose``; forked workers would otherwise all
+    replay the parent's stream and every worker would draw the same augmentations.
+    """
+    info = torch.utils.data.get_worker_info()
+    if info is not None and info.dataset.transform is not None:
+        info.dataset.transform.set_random_seed(info.seed % 2**32)
+
+
+def make_loader(
+    x: np.ndarray,
+    y: np.ndarray,
+    transform,
+    batch_size: int,
+    runtime: Runtime,
+    seed: int,
+    shuffle: bool = True,
+    drop_last: bool = True,
+) -> DataLoader:
+    """A loader over ``(x, y)`` whose items are whole augmented batches, reproducible from ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    order = RandomSampler(range(len(x)), generator=generator) if shuffle else SequentialSampler(range(len(x)))
+    drop_last = drop_last and len(x) >= batch_size
+    workers = runtime.loader_workers if transform is not None else 0
+    if transform is not None and workers == 0:
+        transform.set_random_seed(seed)
+    return DataLoader(
+        _Batches(x, y, transform),
+        sampler=BatchSampler(order, batch_size, drop_last),
+        batch_size=None,
+        num_workers=workers,
+        worker_init_fn=_seed_worker if workers else None,
+        generator=generator,
+        persistent_workers=workers > 0,
+        pin_memory=runtime.pin_memory,
+    )
+
+
+@dataclass(frozen=True)
+class Normaliser:
+    """Moves a uint8 (B,H,W,C) batch to the device as normalised float (B,C,H,W)."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    runtime: Runtime
+
+    @classmethod
+    def fit(cls, x: np.ndarray, runtime: Runtime) -> Normaliser:
+        """Per-channel mean and std of the training images, in [0, 1] units."""
+        sample = x[:: max(1, len(x) // 10_000)].astype(np.float64) / 255.0
+        mean = sample.mean(axis=(0, 1, 2))
+        std = sample.std(axis=(0, 1, 2)) + 1e-6
+        shape = (1, -1, 1, 1)
+        return cls(
+            torch.tensor(mean, dtype=torch.float32, device=runtime.device).view(shape) * 255.0,
+            torch.tensor(std, dtype=torch.float32, device=runtime.device).view(shape) * 255.0,
+            runtime,
+        )
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.to(self.runtime.device, non_blocking=True).permute(0, 3, 1, 2).float()
+        images = (images - self.mean) / self.std
+        return images.contiguous(memory_format=self.runtime.memory_format)
+
+
+def plain_batches(
+    x: np.ndarray, y: np.ndarray, batch_size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Un-augmented batches in order, for evaluation."""
+    for start in range(0, len(x), batch_size):
+        yield torch.from_numpy(x[start : start + batch_size]), torch.from_numpy(y[start : start + batch_size])

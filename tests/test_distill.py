@@ -1,0 +1,104 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from augsearch.distill import NonFiniteLoss, evaluate, hinton_loss, teacher_logits, train_student
+from augsearch.loader import Normaliser, make_loader
+from augsearch.models import build_model
+from augsearch.policy import KDSettings
+from augsearch.runtime import resolve
+from augsearch.space import TrainSettings
+
+
+def _softmax(v: list[float]) -> list[float]:
+    e = [math.exp(x) for x in v]
+    return [x / sum(e) for x in e]
+
+
+def test_hinton_loss_matches_hand_computation():
+    s = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 0.0]])
+    t = torch.tensor([[1.0, 1.0, 0.0], [-1.0, 3.0, 0.5]])
+    y = torch.tensor([0, 2])
+    temperature, alpha = 2.0, 0.7
+    kl = 0.0
+    ce = 0.0
+    for row in range(2):
+        ps = _softmax([v / temperature for v in s[row].tolist()])
+        pt = _softmax([v / temperature for v in t[row].tolist()])
+        kl += sum(q * math.log(q / p) for p, q in zip(ps, pt, strict=True))
+        ce += -math.log(_softmax(s[row].tolist())[y[row]])
+    kl, ce = kl / 2, ce / 2
+    expected = alpha * temperature**2 * kl + (1 - alpha) * ce
+    loss = hinton_loss(s, t, y, temperature, alpha)
+    assert loss["total"].item() == pytest.approx(expected, rel=1e-5)
+    assert loss["kd"].item() == pytest.approx(temperature**2 * kl, rel=1e-5)
+    assert loss["ce"].item() == pytest.approx(ce, rel=1e-5)
+
+
+def test_hinton_loss_without_teacher_is_cross_entropy():
+    s, y = torch.randn(4, 5), torch.tensor([0, 1, 2, 3])
+    ce = torch.nn.functional.cross_entropy(s, y)
+    assert hinton_loss(s, None, y, 4.0, 0.9)["total"].item() == pytest.approx(ce.item())
+    assert hinton_loss(s, torch.randn(4, 5), y, 4.0, 0.0)["total"].item() == pytest.approx(ce.item())
+
+
+def test_teacher_logits_are_usable_in_the_student_graph():
+    runtime = resolve("cpu", 0)
+    teacher = build_model("cnn-tiny", in_channels=1, num_classes=3, image_size=16).eval()
+    student = build_model("cnn-tiny", in_channels=1, num_classes=3, image_size=16)
+    x = torch.randn(4, 1, 16, 16)
+    targets = teacher_logits(teacher, x, runtime)
+    loss = hinton_loss(student(x), targets, torch.tensor([0, 1, 2, 0]), 2.0, 0.5)["total"]
+    loss.backward()
+    assert all(p.grad is not None for p in student.parameters())
+
+
+def _toy(n: int = 256, size: int = 12):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, n)
+    x = rng.integers(0, 40, (n, size, size, 1)).astype(np.uint8)
+    x[y == 1, : size // 2] += 150  # class 1: bright top half
+    return x, y.astype(np.int64)
+
+
+def test_train_student_learns_and_reports_each_epoch():
+    runtime = resolve("cpu", 0)
+    x, y = _toy()
+    normalise = Normaliser.fit(x, runtime)
+    torch.manual_seed(0)
+    student = build_model("cnn-tiny", in_channels=1, num_classes=2, image_size=12)
+    seen = []
+    result = train_student(
+        student,
+        make_loader(x, y, None, 32, runtime, 0),
+        TrainSettings(epochs=2, lr=0.1),
+        normalise,
+        evaluation=(x, y),
+        on_epoch=lambda e, a: seen.append((e, a)),
+    )
+    assert [e for e, _ in seen] == [0, 1]
+    assert result.val_accuracy[-1] > 0.9
+    assert evaluate(student, x, y, normalise) == pytest.approx(result.val_accuracy[-1])
+    assert result.images == 2 * (256 // 32) * 32
+
+
+def test_non_finite_loss_stops_training():
+    runtime = resolve("cpu", 0)
+    x, y = _toy(64)
+    normalise = Normaliser.fit(x, runtime)
+    student = build_model("cnn-tiny", in_channels=1, num_classes=2, image_size=12)
+    teacher = build_model("cnn-tiny", in_channels=1, num_classes=2, image_size=12)
+    with torch.no_grad():
+        for p in teacher.parameters():
+            p.fill_(float("nan"))
+    with pytest.raises(NonFiniteLoss):
+        train_student(
+            student,
+            make_loader(x, y, None, 16, runtime, 0),
+            TrainSettings(epochs=1),
+            normalise,
+            teacher,
+            KDSettings(2.0, 0.5),
+        )

@@ -1,0 +1,63 @@
+import dataclasses
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from augsearch.errors import UserError
+from augsearch.space import load_space
+from augsearch.study import default_storage, finished, open_study, optimize, requeue_interrupted, trial_subset
+
+
+def test_reopening_with_another_space_is_refused(tmp_path):
+    space = load_space("smoke")
+    storage = default_storage(tmp_path)
+    open_study("s", storage, space, "synthetic", 0)
+    open_study("s", storage, space, "synthetic", 0)  # same settings: resumes
+    changed = dataclasses.replace(space, sha256="0" * 64)
+    with pytest.raises(UserError, match="pass --study NEW_NAME"):
+        open_study("s", storage, changed, "synthetic", 0)
+    with pytest.raises(UserError, match="another space file, dataset or seed"):
+        open_study("s", storage, space, "synthetic", 1)
+
+
+def test_interrupted_trials_are_failed_and_requeued_with_their_parameters(tmp_path):
+    space = load_space("smoke")
+    study = open_study("s", default_storage(tmp_path), space, "synthetic", 0)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    orphan = study.ask()  # a trial a killed process left RUNNING
+    orphan.suggest_float("x", 0, 1)
+    assert requeue_interrupted(study) == 1
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
+    assert study.trials[3].params == {} and study.trials[3].system_attrs["fixed_params"] == orphan.params
+
+
+def test_optimize_runs_only_the_missing_trials(tmp_path):
+    study = open_study("s", default_storage(tmp_path), load_space("smoke"), "synthetic", 0)
+    objective = lambda t: t.suggest_float("x", 0, 1)  # noqa: E731
+    assert optimize(study, objective, 3) == 3
+    assert optimize(study, objective, 3) == 0
+    assert optimize(study, objective, 5) == 2
+    assert finished(study) == 5
+
+
+def test_pruned_trials_count_as_finished(tmp_path):
+    study = open_study("s", default_storage(tmp_path), load_space("smoke"), "synthetic", 0)
+
+    def objective(trial: optuna.Trial) -> float:
+        if trial.number == 0:
+            raise optuna.TrialPruned()
+        return 1.0
+
+    optimize(study, objective, 2)
+    assert finished(study) == 2
+
+
+def test_trial_subset_is_fixed_and_inside_the_training_split():
+    import numpy as np
+
+    train = np.arange(100, 200)
+    a, b = trial_subset(train, 30, 0), trial_subset(train, 30, 0)
+    assert (a == b).all() and len(a) == 30 and set(a) <= set(train)
+    assert (trial_subset(train, None, 0) == train).all()
