@@ -107,12 +107,9 @@ def _spaces(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    import warnings
-
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress lines say what each trial did
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
         {"run": _run, "export": _export, "spaces": _spaces}[args.command](args)
     except UserError as error:

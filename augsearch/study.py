@@ -9,6 +9,7 @@ random numbers): differences between trials then come from the policy, not from 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,10 +48,12 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
 def make_sampler(space: Space, seed: int) -> optuna.samplers.BaseSampler:
     if space.study.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    # multivariate TPE models the op/p/magnitude of a slot jointly; group handles the categorical
-    return optuna.samplers.TPESampler(
-        seed=seed, multivariate=True, group=True, n_startup_trials=min(10, max(2, space.study.trials // 3))
-    )
+    # Multivariate TPE models a slot's op, p and magnitude jointly; ``group`` splits the space by which
+    # parameters occur together. Both are flagged experimental by Optuna, which is all the warning says.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        startup = min(10, max(2, space.study.trials // 3))  # random trials before TPE models anything
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=startup)
 
 
 def make_pruner(space: Space) -> optuna.pruners.BasePruner:
@@ -107,7 +110,7 @@ def requeue_interrupted(study: optuna.Study) -> int:
     stale = [trial for trial in study.get_trials(deepcopy=False) if trial.state == TrialState.RUNNING]
     for trial in stale:
         study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number}, skip_if_exists=True)
+        study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
     return len(stale)
 
 
