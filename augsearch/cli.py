@@ -55,7 +55,61 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--storage", help="Optuna storage URL (default: the study's SQLite file)")
     export.add_argument("-o", "--output", type=Path, default=Path("best_policy.json"))
 
+    retrain = commands.add_parser(
+        "retrain", help="retrain the best trial(s) and baselines over several seeds, then write the report"
+    )
+    retrain.add_argument("--study", default="default")
+    retrain.add_argument("--studies-dir", type=Path, default=Path("studies"))
+    retrain.add_argument("--storage", help="Optuna storage URL (default: the study's SQLite file)")
+    retrain.add_argument("--epochs", type=int, help="retrain epochs (default: the space's)")
+    retrain.add_argument("--seeds", type=int, default=3, help="seeds per policy, shared by all (default: 3)")
+    retrain.add_argument(
+        "--baselines", default="all", help="all, or a comma list of none, standard, randaugment, "
+        "trivialaugment, student-alone (default: all); an empty string for none"
+    )  # fmt: skip
+    retrain.add_argument("--top", type=int, default=1, help="retrain the best N trials (default: 1)")
+    retrain.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    retrain.add_argument("--data-dir", type=Path, help="where datasets are looked up")
+
+    report = commands.add_parser("report", help="rewrite report.md, results.csv, trials.csv and plots")
+    report.add_argument("--study", default="default")
+    report.add_argument("--studies-dir", type=Path, default=Path("studies"))
+    report.add_argument("--storage", help="Optuna storage URL (default: the study's SQLite file)")
+    report.add_argument("--data-dir", type=Path, help="where datasets are looked up (for the sample grid)")
+
     commands.add_parser("spaces", help="list the shipped search spaces")
+
+    bench = commands.add_parser("bench", help="measure a trial's speed against the hardware's bound")
+    bench.add_argument("--space", default="default", help="a shipped space name or a YAML path")
+    bench.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    bench.add_argument("--seconds", type=float, default=5.0, help="timed seconds per figure (default: 5)")
+    bench.add_argument("--data-dir", type=Path, help="where datasets are looked up")
+    bench.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+    no_auth = "optuna-dashboard has NO authentication: anyone who can reach HOST:PORT can change the study"
+    dashboard = commands.add_parser(
+        "dashboard",
+        help="serve optuna-dashboard on a study, with each trial's augmentation preview (no authentication)",
+        description=f"Serve optuna-dashboard on a study and its preview artifacts until Ctrl-C. {no_auth}; "
+        "keep the default --host 127.0.0.1 unless every machine on the network may do that.",
+    )
+    dashboard.add_argument("--study", default="default")
+    dashboard.add_argument("--studies-dir", type=Path, default=Path("studies"))
+    dashboard.add_argument("--storage", help="Optuna storage URL (default: the study's SQLite file)")
+    dashboard.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)"
+    )
+    dashboard.add_argument("--port", type=int, default=8080, help="(default: 8080; 0: any free port)")
+
+    preview = commands.add_parser("preview", help="draw a policy's augmentation preview grid as a PNG")
+    preview.add_argument("policy_file", nargs="?", type=Path, help="a policy file from `augsearch export`")
+    preview.add_argument("--study", help="instead of a file: a stored study's trial")
+    preview.add_argument("--trial", type=int, help="with --study: the trial number (default: the best)")
+    preview.add_argument("--studies-dir", type=Path, default=Path("studies"))
+    preview.add_argument("--storage", help="Optuna storage URL (default: the study's SQLite file)")
+    preview.add_argument("--dataset", help="images from this dataset (default: the one searched on)")
+    preview.add_argument("--data-dir", type=Path, help="where datasets are looked up")
+    preview.add_argument("-o", "--output", type=Path, default=Path("preview.png"))
     return parser
 
 
@@ -76,16 +130,35 @@ def _run(args: argparse.Namespace) -> None:
         retrain=not args.no_retrain,
         teacher_checkpoint=args.teacher_checkpoint,
     )
-    summary = run(options)
-    from augsearch.report import table
+    text, study_dir = run(options)
+    print(text)
+    print(f"outputs in {study_dir}/: report.md, results.csv, best_policy.json, study.db")
 
-    print(
-        table(summary)
-        if summary["retrain"]
-        else f"best trial {summary['best_trial']['number']}: "
-        f"validation accuracy {summary['best_trial']['validation_accuracy']:.4f} (retrain skipped)"
+
+def _retrain(args: argparse.Namespace) -> None:
+    from augsearch.baselines import parse_baselines
+    from augsearch.pipeline import RetrainOptions, retrain
+
+    options = RetrainOptions(
+        study=args.study,
+        studies_dir=args.studies_dir,
+        storage=args.storage,
+        epochs=args.epochs,
+        seeds=args.seeds,
+        baselines=parse_baselines(args.baselines),
+        top=args.top,
+        device=args.device,
+        data_dir=args.data_dir,
     )
-    print(f"outputs in {args.studies_dir / summary['study']}/: report.md, results.json, best_policy.json")
+    print(retrain(options))
+    print(f"report in {args.studies_dir / args.study}/report.md")
+
+
+def _report(args: argparse.Namespace) -> None:
+    from augsearch.pipeline import report_only
+
+    print(report_only(args.study, args.studies_dir, args.storage, args.data_dir))
+    print(f"report in {args.studies_dir / args.study}/report.md")
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -96,6 +169,32 @@ def _export(args: argparse.Namespace) -> None:
         f"wrote {args.output} (trial {document['provenance']['trial']}, "
         f"validation accuracy {document['provenance']['validation_accuracy']:.4f})"
     )
+
+
+def _dashboard(args: argparse.Namespace) -> None:
+    from augsearch.dashboard import DashboardOptions, serve
+
+    serve(DashboardOptions(args.study, args.studies_dir, args.storage, args.host, args.port))
+    print("dashboard stopped")
+
+
+def _preview(args: argparse.Namespace) -> None:
+    from augsearch.preview import PreviewOptions, write_preview
+
+    fields = ("output", "policy_file", "study", "trial", "studies_dir", "storage", "dataset", "data_dir")
+    print(write_preview(PreviewOptions(**{name: getattr(args, name) for name in fields})))
+
+
+def _bench(args: argparse.Namespace) -> None:
+    import json
+
+    from augsearch.bench import bench, format_figures
+
+    if not args.seconds > 0:
+        raise UserError(f"--seconds must be positive, got {args.seconds}")
+    say = None if args.json else lambda line: print(line, file=sys.stderr, flush=True)
+    figures = bench(args.space, args.device, args.seconds, args.data_dir, say)
+    print(json.dumps(figures) if args.json else format_figures(figures))
 
 
 def _spaces(args: argparse.Namespace) -> None:
@@ -111,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress lines say what each trial did
     try:
-        {"run": _run, "export": _export, "spaces": _spaces}[args.command](args)
+        handlers = {"run": _run, "export": _export, "spaces": _spaces, "bench": _bench}
+        handlers |= {"dashboard": _dashboard, "preview": _preview, "retrain": _retrain, "report": _report}
+        handlers[args.command](args)
     except UserError as error:
         print(f"augsearch: error: {error}", file=sys.stderr)
         return 2

@@ -11,13 +11,15 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
+from augsearch import files
 from augsearch.loader import Normaliser, plain_batches
 from augsearch.policy import KDSettings
 from augsearch.runtime import Runtime
@@ -129,6 +131,7 @@ def train_student(
     evaluation: tuple[np.ndarray, np.ndarray] | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
     description: str = "train",
+    checkpoint: Path | None = None,
 ) -> TrainResult:
     """Train ``student`` for ``settings.epochs`` epochs over ``batches`` (a loader of uint8 batches).
 
@@ -136,6 +139,11 @@ def train_student(
     the teacher is never run. After each epoch the student is evaluated on ``evaluation`` (if given)
     and ``on_epoch(epoch, accuracy)`` is called, which may raise to stop (Optuna's pruning).
     Raises :class:`NonFiniteLoss` within a few steps of a loss turning NaN or infinite.
+
+    With ``checkpoint``, the student, optimiser and schedule state and the history so far are saved
+    there (atomically) after every epoch, and a run finding that file resumes after its last epoch:
+    a killed run loses at most one epoch and ends with the same number of epochs and the same schedule.
+    (The data order after a resume is drawn afresh; it is not replayed.)
     """
     runtime = normalise.runtime
     student.to(runtime.device, memory_format=runtime.memory_format).train()
@@ -144,7 +152,8 @@ def train_student(
         freeze(teacher.to(runtime.device, memory_format=runtime.memory_format))
     optimiser, schedule = make_optimiser(student, settings, settings.epochs * len(batches))
     result = TrainResult()
-    for epoch in range(settings.epochs):
+    first = _resume(checkpoint, student, optimiser, schedule, result, runtime) if checkpoint else 0
+    for epoch in range(first, settings.epochs):
         start = time.perf_counter()
         running, count = torch.zeros((), device=runtime.device), 0
         steps = tqdm(batches, desc=f"{description} epoch {epoch + 1}/{settings.epochs}", leave=False)
@@ -168,6 +177,8 @@ def train_student(
         result.seconds += time.perf_counter() - start
         result.images += count
         result.train_loss.append(running.item() / max(1, count))
+        if checkpoint is not None:
+            _save(checkpoint, epoch + 1, student, optimiser, schedule, result)
         if evaluation is not None:
             accuracy = evaluate(student, *evaluation, normalise)
             result.val_accuracy.append(accuracy)
@@ -177,6 +188,37 @@ def train_student(
 
 
 _CHECK_EVERY = 16
+
+
+def _save(path: Path, epochs_done: int, model: nn.Module, optimiser, schedule, result: TrainResult) -> None:
+    files.save_torch(
+        path,
+        {
+            "epochs_done": epochs_done,
+            "model": model.state_dict(),
+            "optimiser": optimiser.state_dict(),
+            "schedule": schedule.state_dict(),
+            "result": {
+                "val_accuracy": result.val_accuracy,
+                "train_loss": result.train_loss,
+                "seconds": result.seconds,
+                "images": result.images,
+            },
+        },
+    )
+
+
+def _resume(path: Path, model: nn.Module, optimiser, schedule, result: TrainResult, runtime: Runtime) -> int:
+    """Load a checkpoint written by :func:`_save` if there is one; returns the first epoch still to run."""
+    if not path.is_file():
+        return 0
+    state = torch.load(path, map_location=runtime.device, weights_only=True)
+    model.load_state_dict(state["model"])
+    optimiser.load_state_dict(state["optimiser"])
+    schedule.load_state_dict(state["schedule"])
+    for key, value in state["result"].items():
+        setattr(result, key, value)
+    return int(state["epochs_done"])
 
 
 def _check_finite(running: torch.Tensor, epoch: int) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import albumentations as A
+import optuna
 
 from augsearch import files
 from augsearch.errors import UserError
@@ -97,36 +98,28 @@ def load_policy(path: str | Path) -> LoadedPolicy:
     return LoadedPolicy(transform, policy, dict(document.get("provenance", {})))
 
 
-def export_study(study_name: str, studies_dir: Path, storage: str | None, output: Path) -> dict[str, Any]:
-    """Write the best trial's policy of a stored study to ``output`` (atomically)."""
-    import optuna
-
-    from augsearch.study import default_storage, open_storage
-
-    if storage is None:
-        database = studies_dir / study_name / "study.db"
-        if not database.is_file():
-            raise UserError(f"no study database at {database}; run `augsearch run` first or pass --storage")
-        storage = default_storage(studies_dir / study_name)
-    try:
-        study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
-    except KeyError:
-        raise UserError(f"no study named '{study_name}' in {storage}") from None
+def export_best(study: optuna.Study, storage: str, output: Path) -> dict[str, Any]:
+    """Write the best trial's policy, with the study's provenance, to ``output`` (atomically)."""
     try:
         best = study.best_trial
     except ValueError:
-        raise UserError(f"study '{study_name}' has no completed trial to export") from None
-    policy = Policy.from_dict(best.user_attrs["policy_json"])
+        raise UserError(f"study '{study.study_name}' has no completed trial to export") from None
+    attrs = study.user_attrs
     provenance = {
-        "study": study_name,
+        "study": study.study_name,
         "storage": storage,
         "trial": best.number,
         "validation_accuracy": best.value,
-        "space": study.user_attrs.get("space"),
-        "space_sha256": study.user_attrs.get("space_sha256"),
-        "dataset": study.user_attrs.get("dataset"),
-        "teacher": study.user_attrs.get("teacher"),
-        "student": study.user_attrs.get("student"),
-        "seed": study.user_attrs.get("seed"),
     }
-    return write_policy(output, policy, provenance)
+    provenance |= {
+        key: attrs.get(key) for key in ("space", "space_sha256", "dataset", "teacher", "student", "seed")
+    }
+    return write_policy(output, Policy.from_dict(best.user_attrs["policy_json"]), provenance)
+
+
+def export_study(study_name: str, studies_dir: Path, storage: str | None, output: Path) -> dict[str, Any]:
+    """``augsearch export``: the best policy of a stored study."""
+    from augsearch.study import default_storage, load_stored_study
+
+    study = load_stored_study(study_name, studies_dir, storage)
+    return export_best(study, storage or default_storage(studies_dir / study_name), output)

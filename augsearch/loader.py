@@ -29,20 +29,33 @@ class _Batches(Dataset):
 
     def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         index = np.asarray(indices)
-        if self.transform is None:
-            images = self.x[index]
-        else:
-            images = np.stack([self.transform(image=self.x[i])["image"] for i in index])
-            if images.ndim == 3:  # some albumentations ops drop a singleton channel axis
-                images = images[..., None]
-        return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(self.y[index])
+        images = augment(self.x[index], self.transform)
+        return torch.from_numpy(images), torch.from_numpy(self.y[index])
+
+
+def augment(images: np.ndarray, transform) -> np.ndarray:
+    """Apply ``transform`` to each image of a uint8 (B,H,W,C) batch in order; a contiguous uint8 batch.
+
+    The one place images meet albumentations: the loader's workers, the proxy and the bench all
+    call it, so "the same seeded Compose over the same images in the same order" gives the same
+    pixels whichever of them runs it. ``transform=None`` returns the images unchanged.
+    """
+    if transform is None:
+        return np.ascontiguousarray(images)
+    out = np.stack([transform(image=image)["image"] for image in images])
+    if out.ndim == 3:  # some albumentations ops drop a singleton channel axis
+        out = out[..., None]
+    return np.ascontiguousarray(out)
 
 
 def _seed_worker(worker_id: int) -> None:
     """Give each worker's copy of the pipeline its own stream, derived from the loader's seed.
 
     albumentations keeps its own generator inside ``Compose``; forked workers would otherwise all
-    replay the parent's stream and every worker would draw the same augmentations.
+    replay the parent's stream and every worker would draw the same augmentations. Threads: torch
+    already gives each worker one. OpenCV's pool is left as inherited: ``cv2.setNumThreads`` in a
+    forked child whose parent has used that pool deadlocks (seen here with opencv 5.0; the parent
+    does use it, for the proxy), so a worker must not call it.
     """
     info = torch.utils.data.get_worker_info()
     if info is not None and info.dataset.transform is not None:

@@ -1,42 +1,40 @@
-"""``augsearch run`` from top to bottom: space, data, teacher, search, export, retrain, report.
+"""The commands' flows, top to bottom: ``run``, ``retrain`` and ``report``.
 
-Every step reads its inputs from the step above and writes its outputs under
-``<studies>/<study>/``; running the same command again resumes: finished trials are kept, a cached
-teacher is reused, and a retrain already done for the same best trial is not redone.
+``run``: space -> data -> teacher -> search -> export -> retrain -> report. Every step writes under
+``<studies>/<study>/``, and running the same command again resumes: finished trials are kept, a cached
+teacher is reused, and a retrain run already finished is not redone. ``retrain`` and ``report`` rebuild
+the same workspace from what the study recorded (space file, dataset, seed).
 """
 
 from __future__ import annotations
 
-import json
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
-from augsearch import files, report
-from augsearch.data import ImageData, load_dataset, validation_split
+from augsearch import report
+from augsearch.data import validation_split
 from augsearch.errors import UserError
-from augsearch.export import write_policy
-from augsearch.loader import Normaliser
-from augsearch.models import build_model
-from augsearch.policy import KDSettings, Policy
-from augsearch.retrain import retrain
-from augsearch.runtime import resolve
-from augsearch.space import Space, load_space
+from augsearch.export import export_best
+from augsearch.policy import Policy, build_transform
+from augsearch.preview import preview_images, render_grid
+from augsearch.retrain import candidates, load_runs, retrain_all
+from augsearch.space import load_space
 from augsearch.study import (
     TrialContext,
     default_storage,
     finished,
+    load_stored_study,
     make_objective,
     open_study,
     optimize,
     requeue_interrupted,
     trial_subset,
 )
-from augsearch.teacher import get_teacher
+from augsearch.workspace import Workspace, open_workspace, teacher_for
 
 
 @dataclass(frozen=True)
@@ -57,10 +55,19 @@ class RunOptions:
     teacher_checkpoint: Path | None = None
 
 
-def check_models(space: Space, data: ImageData) -> None:
-    """Build teacher and student once before anything is written, so a bad name changes nothing."""
-    for name in (space.teacher.model, space.student):
-        build_model(name, in_channels=data.channels, num_classes=data.num_classes, image_size=data.image_size)
+@dataclass(frozen=True)
+class RetrainOptions:
+    """``augsearch retrain``'s settings."""
+
+    study: str
+    studies_dir: Path = Path("studies")
+    storage: str | None = None
+    epochs: int | None = None
+    seeds: int = 3
+    baselines: tuple[str, ...] = ()
+    top: int = 1
+    device: str = "auto"
+    data_dir: Path | None = None
 
 
 def _progress_line(bar: tqdm) -> Any:
@@ -76,21 +83,21 @@ def _progress_line(bar: tqdm) -> Any:
     return callback
 
 
-def run(options: RunOptions) -> dict[str, Any]:
-    started = time.perf_counter()
+def run(options: RunOptions) -> tuple[str, Path]:
+    """Search, export the best policy, retrain it beside the space's baselines, report.
+
+    Returns the report's text and the study's folder.
+    """
     space = load_space(options.space)
     name = options.study or space.name
     seed = space.study.seed if options.seed is None else options.seed
     trials = space.study.trials if options.trials is None else options.trials
     if trials < 1:
         raise UserError(f"--trials must be at least 1, got {trials}")
-    runtime = resolve(options.device)
-    data = load_dataset(
-        options.dataset or space.dataset.name, options.data_dir, synthetic=space.dataset.synthetic
+    workspace = open_workspace(
+        space, options.dataset or space.dataset.name, options.data_dir, options.device, seed
     )
-    check_models(space, data)
-    for note in data.notes:
-        tqdm.write(f"note: {note}")
+    data = workspace.data
 
     study_dir = options.studies_dir / name
     storage = options.storage or default_storage(study_dir)
@@ -101,95 +108,90 @@ def run(options: RunOptions) -> dict[str, Any]:
         tqdm.write(f"re-queued {stale} trial(s) left running by an interrupted run")
     study_dir.mkdir(parents=True, exist_ok=True)
 
-    normalise = Normaliser.fit(data.x_train, runtime)
-    tqdm.write(
-        f"device: {runtime.describe()}; data: {data.name} {tuple(data.x_train.shape)} from {data.source}"
-    )
-    teacher, teacher_info = get_teacher(
-        space, data, normalise, options.studies_dir / "teachers", seed, options.teacher_checkpoint
-    )
-    tqdm.write(
-        f"teacher {space.teacher.model}: test accuracy {teacher_info['test_accuracy']:.4f} "
-        f"({'cached' if teacher_info.get('cached') else teacher_info['source']})"
-    )
+    shape = tuple(data.x_train.shape)
+    tqdm.write(f"device: {workspace.runtime.describe()}; data: {data.name} {shape} from {data.source}")
+    teacher, teacher_info = teacher_for(workspace, options.studies_dir, options.teacher_checkpoint)
+    origin = "cached" if teacher_info.get("cached") else teacher_info["source"]
+    tqdm.write(f"teacher {space.teacher.model}: test accuracy {teacher_info['test_accuracy']:.4f} ({origin})")
     study.set_user_attr("teacher", {k: teacher_info.get(k) for k in ("model", "source", "test_accuracy")})
     study.set_user_attr("student", space.student)
+    study.set_user_attr("device", workspace.runtime.describe())
+    checkpoint = options.teacher_checkpoint
+    study.set_user_attr("teacher_checkpoint", str(checkpoint.resolve()) if checkpoint else None)
 
     train_index, val_index = validation_split(data.y_train, space.dataset.validation_fraction, seed)
+    subset = trial_subset(train_index, space.trial.subset, seed)
     context = TrialContext(
-        space, data, trial_subset(train_index, space.trial.subset, seed), val_index, teacher, normalise, seed
+        space,
+        data,
+        subset,
+        val_index,
+        teacher,
+        workspace.normalise,
+        seed,
+        artifacts_dir=study_dir / "artifacts",
     )
-    search_start = time.perf_counter()
-    done_before = finished(study)
-    with tqdm(total=trials, initial=min(done_before, trials), desc="trials", unit="trial") as bar:
+    with tqdm(total=trials, initial=min(finished(study), trials), desc="trials", unit="trial") as bar:
         optimize(study, make_objective(context), trials, options.timeout, [_progress_line(bar)])
-    search_seconds = time.perf_counter() - search_start
     if not any(trial.value is not None for trial in study.trials):
         raise UserError(
             f"study '{name}' has no completed trial yet; run again with more --trials or --timeout"
         )
 
-    best = study.best_trial
-    policy = Policy.from_dict(best.user_attrs["policy_json"])
-    provenance = {
-        "study": name,
-        "storage": storage if options.storage else str(study_dir / "study.db"),
-        "trial": best.number,
-        "validation_accuracy": best.value,
-        "space": str(space.path),
-        "space_sha256": space.sha256,
-        "dataset": data.name,
-        "teacher": study.user_attrs["teacher"],
-        "student": space.student,
-        "seed": seed,
-    }
-    write_policy(study_dir / "best_policy.json", policy, provenance)
-
-    results = (
-        _retrain_all(space, data, normalise, teacher, policy, best.number, seed, study_dir)
-        if options.retrain
-        else []
+    export_best(
+        study, storage if options.storage else str(study_dir / "study.db"), study_dir / "best_policy.json"
     )
-    summary = {
-        "study": name,
-        "space": space.name,
-        "dataset": data.name,
-        "device": runtime.describe(),
-        "teacher": study.user_attrs["teacher"],
-        "student": space.student,
-        "trials": report.trial_counts(study),
-        "best_trial": {"number": best.number, "validation_accuracy": best.value, "policy": policy.describe()},
-        "search_seconds_this_run": round(search_seconds, 1),
-        "retrain": results,
-        "wall_seconds_this_run": round(time.perf_counter() - started, 1),
-    }
-    report.write(study_dir, summary)
-    return summary
+    if options.retrain:
+        runs = candidates(study, workspace, 1, space.baselines.names)
+        retrain_all(runs, workspace, teacher, 1, None, study_dir)
+    return _report(study, workspace, study_dir), study_dir
 
 
-def _retrain_all(
-    space: Space,
-    data: ImageData,
-    normalise: Normaliser,
-    teacher,
-    policy: Policy,
-    trial: int,
-    seed: int,
-    study_dir: Path,
-) -> list[dict[str, Any]]:
-    """The searched policy with KD, and the same without KD; reused when already done for this trial."""
-    path = study_dir / "retrain.json"
-    key = {"trial": trial, "policy": policy.to_dict(), "retrain": asdict(space.retrain), "seed": seed}
-    if path.is_file():
-        stored = json.loads(path.read_text())
-        if stored.get("key") == json.loads(json.dumps(key)):
-            tqdm.write("retrain already done for this best trial: reusing retrain.json")
-            return stored["results"]
-    no_kd = Policy(policy.fixed, policy.ops, KDSettings(policy.kd.temperature, 0.0))
-    runs = [
-        retrain("searched + KD", policy, space, data, normalise, teacher, seed, study_dir / "student.pt"),
-        retrain("searched, no KD", no_kd, space, data, normalise, None, seed),
-    ]
-    results = [run.to_dict() for run in runs]
-    files.write_json(path, {"key": key, "results": results})
-    return results
+def _workspace_of(study: optuna.Study, data_dir: Path | None, device: str) -> Workspace:
+    """The workspace a study was searched in, from its recorded space file, dataset and seed."""
+    space_path = study.user_attrs.get("space")
+    if not space_path or not Path(space_path).is_file():
+        raise UserError(
+            f"study '{study.study_name}' records no readable space file ({space_path}); cannot rebuild it"
+        )
+    space = load_space(space_path)
+    if space.sha256 != study.user_attrs.get("space_sha256"):
+        raise UserError(
+            f"{space_path} changed since study '{study.study_name}' was made; restore it to retrain"
+        )
+    return open_workspace(space, study.user_attrs["dataset"], data_dir, device, int(study.user_attrs["seed"]))
+
+
+def retrain(options: RetrainOptions) -> str:
+    """Retrain the best ``top`` trials and the named baselines with ``seeds`` seeds each; report."""
+    if options.seeds < 1 or options.top < 1 or (options.epochs is not None and options.epochs < 1):
+        raise UserError("--seeds, --top and --epochs must be at least 1")
+    study = load_stored_study(options.study, options.studies_dir, options.storage)
+    workspace = _workspace_of(study, options.data_dir, options.device)
+    checkpoint = study.user_attrs.get("teacher_checkpoint")
+    teacher, _ = teacher_for(workspace, options.studies_dir, Path(checkpoint) if checkpoint else None)
+    runs = candidates(study, workspace, options.top, options.baselines)
+    if not runs:
+        raise UserError(f"study '{options.study}' has no completed trial to retrain and no --baselines given")
+    study_dir = options.studies_dir / options.study
+    retrain_all(runs, workspace, teacher, options.seeds, options.epochs, study_dir)
+    return _report(study, workspace, study_dir)
+
+
+def report_only(study_name: str, studies_dir: Path, storage: str | None, data_dir: Path | None) -> str:
+    """Rewrite the report of a stored study from its trials and finished retrain runs."""
+    study = load_stored_study(study_name, studies_dir, storage)
+    workspace = _workspace_of(study, data_dir, "cpu")
+    return _report(study, workspace, studies_dir / study_name)
+
+
+def _report(study: optuna.Study, workspace: Workspace, study_dir: Path) -> str:
+    samples = None
+    if any(trial.value is not None for trial in study.trials):
+        policy = Policy.from_dict(study.best_trial.user_attrs["policy_json"])
+        space, data = workspace.space, workspace.data
+        _, val_index = validation_split(data.y_train, space.dataset.validation_fraction, workspace.seed)
+        samples = render_grid(
+            build_transform(policy), preview_images(data, val_index, workspace.seed), workspace.seed
+        )
+    return report.write(study_dir, study, load_runs(study_dir), samples)

@@ -1,14 +1,44 @@
-"""The run's summary: a table on the terminal, ``report.md`` and ``results.json`` in the study folder."""
+"""The study's report: a table of every retrained policy against the baselines, with the noise stated.
+
+``write`` reads the finished retrain runs (``<study>/retrain/*.json``) and the study itself, and writes
+``report.md``, ``results.csv`` (one row per policy), ``trials.csv`` (one row per trial, the policy
+flattened into readable columns), ``results.json`` and PNG plots. Test accuracies are only reported,
+never used to choose anything.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import io
+import math
+import warnings
 from collections import Counter
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 
 from augsearch import files
+
+
+@dataclass(frozen=True)
+class Row:
+    """One policy's retrain runs, summarised over seeds."""
+
+    name: str
+    kind: str  # "searched" or "baseline"
+    trial: int | None
+    kd: str
+    n: int
+    mean: float
+    std: float  # sample standard deviation over seeds (0 with one seed)
+    epochs: int
+    seconds: float  # mean training wall time of one run
+    images_per_second: float
+    seeds: tuple[int, ...]
 
 
 def trial_counts(study: optuna.Study) -> dict[str, int]:
@@ -16,57 +46,233 @@ def trial_counts(study: optuna.Study) -> dict[str, int]:
     return {state: counts.get(state, 0) for state in ("complete", "pruned", "fail", "running", "waiting")}
 
 
-def table(summary: dict[str, Any]) -> str:
-    """A plain-text table: teacher ceiling, then each retrained student, with the KD gain stated."""
-    rows = [("teacher " + summary["teacher"]["model"], summary["teacher"]["test_accuracy"], "", "")]
-    for result in summary["retrain"]:
+def summarise(runs: list[dict[str, Any]]) -> list[Row]:
+    """Group runs by policy name (searched rows first, then baselines in order of first appearance)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault(run["name"], []).append(run)
+    rows = []
+    for name, members in groups.items():
+        accuracies = np.array([run["test_accuracy"] for run in members])
+        kd = members[0]["kd"]
         rows.append(
-            (
-                f"{summary['student']}: {result['name']}",
-                result["test_accuracy"],
-                f"{result['epochs']}",
-                f"{result['train_seconds']:.0f}s",
+            Row(
+                name=name,
+                kind=members[0]["kind"],
+                trial=members[0]["trial"],
+                kd=f"T={kd['temperature']:.2f} a={kd['alpha']:.2f}" if kd else "no KD",
+                n=len(members),
+                mean=float(accuracies.mean()),
+                std=float(accuracies.std(ddof=1)) if len(members) > 1 else 0.0,
+                epochs=members[0]["epochs"],
+                seconds=float(np.mean([run["train_seconds"] for run in members])),
+                images_per_second=float(np.mean([run["images_per_second"] for run in members])),
+                seeds=tuple(sorted(run["seed"] for run in members)),
             )
         )
-    lines = [f"{'model / policy':<40} {'test acc':>9} {'epochs':>7} {'train':>7}"]
-    lines += [f"{name:<40} {acc:>9.4f} {epochs:>7} {secs:>7}" for name, acc, epochs, secs in rows]
-    by_name = {result["name"]: result["test_accuracy"] for result in summary["retrain"]}
-    if "searched + KD" in by_name and "searched, no KD" in by_name:
-        gain = by_name["searched + KD"] - by_name["searched, no KD"]
-        lines.append(
-            f"KD gain over the same student without KD: {gain * 100:+.2f} points (one seed each, "
-            "so within seed noise unless large)"
-        )
-    counts = summary["trials"]
-    lines.append(
-        f"trials: {counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed; "
-        f"best trial {summary['best_trial']['number']} at validation accuracy "
-        f"{summary['best_trial']['validation_accuracy']:.4f}"
+    return sorted(rows, key=lambda row: (row.kind != "searched", row.trial if row.trial is not None else 0))
+
+
+def verdict(rows: list[Row]) -> str:
+    """The searched policy against the best baseline, and whether the gap exceeds the seed noise.
+
+    The gap counts as real when it exceeds twice its standard error, sqrt(s1²/n1 + s2²/n2) (Welch),
+    with at least two seeds on each side; otherwise the sentence says it cannot be told apart.
+    """
+    best = next((row for row in rows if row.kind == "searched"), None)
+    baselines = [row for row in rows if row.kind == "baseline"]
+    if best is None or not baselines:
+        return "no searched policy and baseline both retrained yet: nothing to compare"
+    rival = max(baselines, key=lambda row: row.mean)
+    gain = best.mean - rival.mean
+    head = f"searched policy vs best baseline ({rival.name}): {gain * 100:+.2f} points"
+    if best.n < 2 or rival.n < 2:
+        return f"{head}; one seed on a side, so the seed noise is unknown: run `augsearch retrain --seeds 3`"
+    error = math.sqrt(best.std**2 / best.n + rival.std**2 / rival.n)
+    if abs(gain) > 2 * error:
+        word = "beats" if gain > 0 else "loses to"
+        return f"{head} ± {error * 100:.2f} (standard error): the searched policy {word} it beyond seed noise"
+    return f"{head} ± {error * 100:.2f} (standard error): within seed noise, no real difference shown"
+
+
+def spearman(x: list[float], y: list[float]) -> float | None:
+    """Spearman's rank correlation: Pearson's correlation of the ranks, ties given their mean rank.
+
+    ``None`` below 3 pairs or when either side has no spread: no rank order to speak of.
+    """
+    if len(x) != len(y):
+        raise ValueError("spearman needs two equally long lists")
+    if len(x) < 3:
+        return None
+
+    def ranks(values: list[float]) -> np.ndarray:
+        values = np.asarray(values, dtype=float)
+        result = np.empty(len(values))
+        result[values.argsort(kind="stable")] = np.arange(1, len(values) + 1)
+        for value in np.unique(values):  # ties share their mean rank
+            result[values == value] = result[values == value].mean()
+        return result - result.mean()
+
+    rx, ry = ranks(x), ranks(y)
+    denominator = math.sqrt(float((rx**2).sum() * (ry**2).sum()))
+    return float((rx * ry).sum() / denominator) if denominator else None
+
+
+def proxy_correlation(study: optuna.Study) -> float | None:
+    """Spearman of the teacher-side T. stddev proxy vs trial validation accuracy (negative if it works)."""
+    from augsearch.proxy import ATTRIBUTE
+
+    pairs = [(t.user_attrs[ATTRIBUTE], t.value) for t in study.get_trials(deepcopy=False)
+             if t.value is not None and ATTRIBUTE in t.user_attrs]  # fmt: skip
+    return spearman([a for a, _ in pairs], [b for _, b in pairs])
+
+
+def proxy_fidelity(study: optuna.Study, rows: list[Row]) -> float | None:
+    """Spearman of trial validation accuracy vs retrained test accuracy, over retrained trials (>= 3)."""
+    values = {
+        trial.number: trial.value for trial in study.get_trials(deepcopy=False) if trial.value is not None
+    }
+    pairs = [(values[row.trial], row.mean) for row in rows if row.kind == "searched" and row.trial in values]
+    return spearman([a for a, _ in pairs], [b for _, b in pairs])
+
+
+def search_cost(study: optuna.Study) -> dict[str, Any]:
+    """Wall time of all trials as Optuna recorded them (start to completion), and the device used."""
+    seconds = sum(
+        (trial.datetime_complete - trial.datetime_start).total_seconds()
+        for trial in study.get_trials(deepcopy=False)
+        if trial.datetime_complete and trial.datetime_start
     )
+    return {"seconds": round(seconds, 1), "device": study.user_attrs.get("device", "unknown")}
+
+
+def table(rows: list[Row], teacher: dict[str, Any] | None) -> str:
+    lines = [f"{'policy':<30} {'KD':<15} {'test acc':>16} {'n':>2} {'epochs':>6} {'train s':>8} {'img/s':>7}"]
+    if teacher:
+        name = f"teacher {teacher.get('model')}"
+        lines.append(f"{name:<30} {'(ceiling)':<15} {teacher['test_accuracy']:>16.4f}")
+    for row in rows:
+        accuracy = f"{row.mean:.4f} ± {row.std:.4f}" if row.n > 1 else f"{row.mean:.4f}"
+        lines.append(
+            f"{row.name:<30} {row.kd:<15} {accuracy:>16} {row.n:>2} {row.epochs:>6} "
+            f"{row.seconds:>8.0f} {row.images_per_second:>7.0f}"
+        )
     return "\n".join(lines)
 
 
-def write(study_dir: Path, summary: dict[str, Any]) -> str:
-    text = table(summary)
+def trials_csv(study: optuna.Study) -> str:
+    """``study.trials_dataframe()`` with the policy flattened: one readable ``policy`` column."""
+    frame = study.trials_dataframe(attrs=("number", "value", "state", "duration", "params", "user_attrs"))
+    if "user_attrs_policy_json" in frame:
+        frame = frame.drop(columns=["user_attrs_policy_json"])
+    if "user_attrs_policy" in frame:
+        frame["user_attrs_policy"] = frame["user_attrs_policy"].str.replace("\n", "; ")
+    return frame.to_csv(index=False)
+
+
+def _plots(study: optuna.Study, rows: list[Row], study_dir: Path, samples: bytes | None) -> list[str]:
+    """PNG plots; each one that cannot be drawn yet (too few trials) is left out and named in the log."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as optuna_plots
+
+    written = []
+
+    def save(name: str, figure) -> None:
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
+        plt.close(figure)
+        files.write_bytes(study_dir / name, buffer.getvalue())
+        written.append(name)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna flags its matplotlib plots as experimental
+        save("history.png", optuna_plots.plot_optimization_history(study).figure)
+        # fewer than two complete trials, or no parameter varies: nothing to rank, no importances plot
+        with contextlib.suppress(ValueError, RuntimeError, ZeroDivisionError):
+            save("importances.png", optuna_plots.plot_param_importances(study).figure)
+    if rows:
+        figure, axes = plt.subplots(figsize=(7, 0.5 + 0.45 * len(rows)))
+        names = [row.name for row in rows][::-1]
+        axes.barh(names, [row.mean for row in rows][::-1], xerr=[row.std for row in rows][::-1], capsize=3)
+        low = min(row.mean - row.std for row in rows)
+        axes.set_xlim(max(0.0, low - 0.02), min(1.0, max(row.mean + row.std for row in rows) + 0.01))
+        axes.set_xlabel("test accuracy (mean ± std over seeds)")
+        save("accuracy.png", figure)
+    if samples is not None:
+        files.write_bytes(study_dir / "samples.png", samples)
+        written.append("samples.png")
+    return written
+
+
+def write(
+    study_dir: Path, study: optuna.Study, runs: list[dict[str, Any]], samples: bytes | None = None
+) -> str:
+    """Write every report file for the study and return the text printed on the terminal."""
+    rows = summarise(runs)
+    teacher = study.user_attrs.get("teacher")
+    cost = search_cost(study)
+    searched_row = next((row for row in rows if row.kind == "searched"), None)
+    ratio = cost["seconds"] / searched_row.seconds if searched_row and searched_row.seconds else None
+    fidelity = proxy_fidelity(study, rows)
+    counts = trial_counts(study)
+    cost_line = f"search: {cost['seconds']:.0f}s of trials on {cost['device']}"
+    if ratio:
+        cost_line += f"; one final retrain: {searched_row.seconds:.0f}s (search = {ratio:.1f}x a retrain)"
+    fidelity_line = "proxy fidelity: " + (
+        f"Spearman {fidelity:+.2f} between trial validation and retrained test accuracy"
+        if fidelity is not None
+        else "needs at least 3 retrained trials (`augsearch retrain --top 3`)"
+    )
+    correlation = proxy_correlation(study)
+    proxy_line = "T. stddev proxy vs trial accuracy: " + (
+        f"Spearman {correlation:+.2f} (negative means the proxy ranks policies as the trials do)"
+        if correlation is not None
+        else "needs at least 3 complete trials with the proxy on"
+    )
+    lines = [
+        table(rows, teacher),
+        verdict(rows),
+        cost_line,
+        f"trials: {counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed",
+        fidelity_line,
+        proxy_line,
+    ]
+    text = "\n".join(lines)
+    plots = _plots(study, rows, study_dir, samples)
+    best = study.best_trial if counts["complete"] else None
     markdown = [
-        f"# augsearch study `{summary['study']}`",
+        f"# augsearch study `{study.study_name}`",
         "",
-        f"Space `{summary['space']}`, dataset `{summary['dataset']}`, device {summary['device']}.",
+        f"Space `{study.user_attrs.get('space')}`, dataset `{study.user_attrs.get('dataset')}`, "
+        f"student `{study.user_attrs.get('student')}`.",
         "",
         "```",
         text,
         "```",
         "",
-        "## Best policy",
-        "",
-        "```",
-        summary["best_trial"]["policy"],
-        "```",
-        "",
-        f"Search this run: {summary['search_seconds_this_run']:.0f}s; "
-        f"whole run: {summary['wall_seconds_this_run']:.0f}s.",
-        "",
     ]
+    if best is not None:
+        markdown += ["## Best policy", "", f"Trial {best.number}, validation accuracy {best.value:.4f}:", ""]
+        markdown += ["```", best.user_attrs.get("policy", ""), "```", ""]
+    markdown += [f"![{name}]({name})" for name in plots] + [""]
+    csv_buffer = io.StringIO()
+    writer = csv.DictWriter(csv_buffer, fieldnames=[*asdict(rows[0]).keys()] if rows else ["name"])
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**asdict(row), "seeds": " ".join(map(str, row.seeds))})
+    files.write_text(study_dir / "results.csv", csv_buffer.getvalue())
+    files.write_text(study_dir / "trials.csv", trials_csv(study))
+    summary = {"rows": [asdict(row) for row in rows], "verdict": verdict(rows), "search": cost}
+    summary |= {
+        "trials": counts,
+        "proxy_fidelity": fidelity,
+        "proxy_correlation": correlation,
+        "teacher": teacher,
+        "plots": plots,
+    }
     files.write_json(study_dir / "results.json", summary)
     files.write_text(study_dir / "report.md", "\n".join(markdown))
     return text

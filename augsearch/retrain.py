@@ -1,88 +1,166 @@
-"""The final retrain: a fresh student trained in full with a policy, then tested once.
+"""The final retrain: fresh students trained in full with each candidate policy, then tested once.
 
-The student trains on the whole training split (trials' train subset plus the validation part) for
-the space's retrain budget and is evaluated on the test split, which nothing before this reads.
-The same student in the same budget without distillation shows what the teacher contributed.
+Each (policy, seed) is one *run*: the student trains on the whole training split (the trials' subset
+plus the validation part) for the retrain budget and is evaluated on the test split, which nothing
+before this reads. A run checkpoints after every epoch under ``<study>/retrain/`` and a run found
+finished there is never redone, so a killed ``augsearch retrain`` picks up where it stopped.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+import albumentations as A
+import optuna
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from augsearch import files
-from augsearch.data import ImageData
+from augsearch.baselines import Candidate, baseline
 from augsearch.distill import evaluate, train_student
-from augsearch.loader import Normaliser, make_loader
+from augsearch.loader import make_loader
 from augsearch.models import build_model
-from augsearch.policy import Policy, build_transform
+from augsearch.policy import KDSettings, Policy, build_transform
 from augsearch.runtime import seed_everything
-from augsearch.space import Space
+from augsearch.space import TrainSettings
+from augsearch.workspace import Workspace
 
 
-@dataclass(frozen=True)
-class RetrainResult:
-    name: str  # "searched + KD", "searched, no KD", ...
-    test_accuracy: float
-    epochs: int
-    seed: int
-    kd: bool
-    train_seconds: float
-    images_per_second: float
-    train_loss: list[float]
+def searched(study: optuna.Study, top: int = 1) -> list[Candidate]:
+    """The best ``top`` complete trials as candidates, each with its own policy and KD settings."""
+    trials = [
+        t for t in study.get_trials(deepcopy=False) if t.value is not None and "policy_json" in t.user_attrs
+    ]
+    ranked = sorted(trials, key=lambda t: (-t.value, t.number))[:top]
+    out = []
+    for trial in ranked:
+        policy = Policy.from_dict(trial.user_attrs["policy_json"])
+        name = "searched" if trial.number == ranked[0].number else f"searched #{len(out) + 1}"
+        out.append(
+            Candidate(f"{name} (trial {trial.number})", build_transform(policy), policy.kd, trial.number)
+        )
+    return out
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+
+def candidates(
+    study: optuna.Study, workspace: Workspace, top: int, names: tuple[str, ...]
+) -> list[Candidate]:
+    """Searched policies first, then the named baselines built on the space's fixed stages."""
+    settings = workspace.space.baselines
+    kd = KDSettings(settings.temperature, settings.alpha)
+    standard = Policy(workspace.space.fixed, (), kd)
+    return searched(study, top) + [baseline(name, standard, kd, workspace.data.channels) for name in names]
 
 
-def retrain(
-    name: str,
-    policy: Policy,
-    space: Space,
-    data: ImageData,
-    normalise: Normaliser,
+def _settings(workspace: Workspace, epochs: int | None) -> TrainSettings:
+    settings = replace(workspace.space.retrain, subset=None)
+    return replace(settings, epochs=epochs) if epochs else settings
+
+
+def run_key(candidate: Candidate, settings: TrainSettings, student: str, seed: int) -> str:
+    """A readable, stable file name for one run: the same policy, budget and seed always map to it."""
+    recipe = {
+        "transform": A.to_dict(candidate.transform) if candidate.transform else None,
+        "kd": asdict(candidate.kd) if candidate.kd else None,
+        "train": asdict(settings),
+        "student": student,
+        "seed": seed,
+    }
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    slug = re.sub(r"[^a-z0-9]+", "-", candidate.name.lower()).strip("-")
+    return f"{slug}-s{seed}-{digest}"
+
+
+def retrain_run(
+    candidate: Candidate,
+    workspace: Workspace,
     teacher: nn.Module | None,
     seed: int,
-    weights_path: Path | None = None,
-) -> RetrainResult:
-    """Train ``space.student`` from scratch with ``policy`` on all training images; test it.
-
-    ``teacher=None`` (or ``policy.kd.alpha == 0``) trains with cross-entropy alone.
-    """
+    epochs: int | None,
+    out: Path,
+) -> dict[str, Any]:
+    """Train and test one (candidate, seed); resume from its checkpoint, or return it if already finished."""
+    space, data = workspace.space, workspace.data
+    settings = _settings(workspace, epochs)
+    key = run_key(candidate, settings, space.student, seed)
+    record, checkpoint = out / f"{key}.json", out / f"{key}.ckpt"
+    if record.is_file():
+        return json.loads(record.read_text())
     seed_everything(seed)
     student = build_model(
         space.student, in_channels=data.channels, num_classes=data.num_classes, image_size=data.image_size
     )
-    settings = replace(space.retrain, subset=None)
+    if candidate.transform is not None:
+        candidate.transform.set_random_seed(seed)
     batches = make_loader(
-        data.x_train, data.y_train, build_transform(policy), settings.batch_size, normalise.runtime, seed
+        data.x_train, data.y_train, candidate.transform, settings.batch_size, workspace.runtime, seed
     )
-    result = train_student(student, batches, settings, normalise, teacher, policy.kd, description=name)
-    accuracy = evaluate(student, data.x_test, data.y_test, normalise)
-    if weights_path is not None:
-        state = {k: v.detach().cpu() for k, v in student.state_dict().items()}
-        files.save_torch(
-            weights_path,
-            {
-                "state_dict": state,
-                "model": space.student,
-                "test_accuracy": accuracy,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "torch": torch.__version__,
-            },
-        )
-    return RetrainResult(
-        name=name,
-        test_accuracy=accuracy,
-        epochs=settings.epochs,
-        seed=seed,
-        kd=teacher is not None and policy.kd.alpha > 0,
-        train_seconds=round(result.seconds, 2),
-        images_per_second=round(result.images_per_second, 1),
-        train_loss=[round(v, 5) for v in result.train_loss],
+    kd = candidate.kd or KDSettings(1.0, 0.0)
+    start = time.perf_counter()
+    result = train_student(
+        student, batches, settings, workspace.normalise, teacher if candidate.kd else None, kd,
+        description=f"{candidate.name} seed {seed}", checkpoint=checkpoint,
+    )  # fmt: skip
+    accuracy = evaluate(student, data.x_test, data.y_test, workspace.normalise)
+    state = {k: v.detach().cpu() for k, v in student.state_dict().items()}
+    files.save_torch(
+        out / f"{key}.pt", {"state_dict": state, "model": space.student, "test_accuracy": accuracy}
     )
+    summary = {
+        "name": candidate.name,
+        "kind": "searched" if candidate.trial is not None else "baseline",
+        "trial": candidate.trial,
+        "seed": seed,
+        "student": space.student,
+        "kd": asdict(candidate.kd) if candidate.kd else None,
+        **{k: v for k, v in asdict(settings).items() if k != "subset"},
+        "optimiser": "sgd-nesterov-0.9",
+        "test_accuracy": accuracy,
+        "train_seconds": round(result.seconds, 2),
+        "wall_seconds_this_process": round(time.perf_counter() - start, 2),
+        "images_per_second": round(result.images_per_second, 1),
+        "train_loss": [round(v, 5) for v in result.train_loss],
+        "transform": A.to_dict(candidate.transform) if candidate.transform else None,
+        "device": workspace.runtime.describe(),
+        "torch": torch.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    files.write_json(record, summary)
+    checkpoint.unlink(missing_ok=True)
+    return summary
+
+
+def retrain_all(
+    runs: list[Candidate],
+    workspace: Workspace,
+    teacher: nn.Module,
+    seeds: int,
+    epochs: int | None,
+    study_dir: Path,
+) -> list[dict[str, Any]]:
+    """Every candidate with seeds ``seed, seed+1, ...``: the same seeds for every candidate."""
+    out = study_dir / "retrain"
+    results = []
+    with tqdm(total=len(runs) * seeds, desc="retrain", unit="run") as bar:
+        for candidate in runs:
+            for index in range(seeds):
+                result = retrain_run(candidate, workspace, teacher, workspace.seed + index, epochs, out)
+                bar.write(
+                    f"{result['name']:<32} seed {result['seed']}: test accuracy {result['test_accuracy']:.4f}"
+                )
+                bar.update(1)
+                results.append(result)
+    return results
+
+
+def load_runs(study_dir: Path) -> list[dict[str, Any]]:
+    """Every finished run recorded for the study, oldest first."""
+    runs = [json.loads(path.read_text()) for path in sorted((study_dir / "retrain").glob("*.json"))]
+    return sorted(runs, key=lambda run: run["created"])

@@ -2,8 +2,10 @@
 
 The space is the product's language: which data, which teacher and student, which fixed stages,
 how many searched op slots over which ops, which KD settings, and the budgets of a trial and of the
-final retrain. YAML is read with ``yaml.safe_load`` (a ``!!python/...`` tag is refused, never run),
-and every key is checked so that a typo is an error, not a silently ignored setting.
+final retrain. An optional ``proxy:`` section tunes the zero-cost teacher-side proxy each trial computes
+before training (see :class:`ProxySettings` and ``augsearch/proxy.py``). YAML is read with
+``yaml.safe_load`` (a ``!!python/...`` tag is refused, never run), and every key is checked so that
+a typo is an error, not a silently ignored setting.
 """
 
 from __future__ import annotations
@@ -83,6 +85,37 @@ class KDSpace:
 
 
 @dataclass(frozen=True)
+class ProxySettings:
+    """The T. stddev proxy (``augsearch/proxy.py``), computed for every policy before its trial trains.
+
+    ``proxy: {batches: 4, skip_worst_fraction: 0.0, startup_trials: 5}`` (all optional, these are the
+    defaults): ``batches`` augmented batches of the trial's batch size feed the teacher (0 turns the
+    proxy off, 1 is refused: a standard deviation needs two); with ``skip_worst_fraction`` f > 0, a
+    policy whose proxy is in the highest (worst: the paper finds lower T. stddev better) fraction f of
+    the values seen so far in the study is pruned at step 0, before any training, once
+    ``startup_trials`` values have been seen.
+    """
+
+    batches: int = 4
+    skip_worst_fraction: float = 0.0
+    startup_trials: int = 5
+
+
+@dataclass(frozen=True)
+class BaselineSettings:
+    """``baselines: {names: [standard, student-alone], temperature: 4.0, alpha: 0.9}``.
+
+    ``names`` are the baselines ``augsearch run`` retrains beside the searched policy (see
+    ``augsearch/baselines.py``; ``augsearch retrain --baselines`` can ask for any); the KD baselines
+    use ``temperature`` and ``alpha``, Hinton's usual setting unless the space says otherwise.
+    """
+
+    names: tuple[str, ...] = ()
+    temperature: float = 4.0
+    alpha: float = 0.9
+
+
+@dataclass(frozen=True)
 class StudySettings:
     trials: int
     sampler: str = "tpe"
@@ -106,6 +139,8 @@ class Space:
     trial: TrainSettings
     retrain: TrainSettings
     study: StudySettings
+    proxy: ProxySettings = field(default_factory=ProxySettings)
+    baselines: BaselineSettings = field(default_factory=BaselineSettings)
 
 
 def find_space(name_or_path: str) -> Path:
@@ -287,6 +322,34 @@ def parse_space(raw: Any, path: Path, sha256: str) -> Space:
     )
     study.done()
 
+    proxy = ProxySettings()
+    if "proxy" in top.raw:
+        prox = top.sub("proxy")
+        proxy = ProxySettings(
+            batches=prox.number("batches", 0, 1024, 4, kind=int),
+            skip_worst_fraction=prox.number("skip_worst_fraction", 0.0, 0.9, 0.0),
+            startup_trials=prox.number("startup_trials", 1, 100_000, 5, kind=int),
+        )
+        prox.done()
+        if proxy.batches == 1:
+            prox.fail("proxy.batches", "expected 0 (off) or at least 2: a standard deviation needs two")
+        if proxy.batches == 0 and proxy.skip_worst_fraction > 0:
+            prox.fail("proxy.skip_worst_fraction", "needs the proxy on (proxy.batches >= 2)")
+
+    baselines = BaselineSettings()
+    if "baselines" in top.raw:
+        from augsearch.baselines import BASELINES  # lazily: baselines imports policy, which imports space
+
+        base = top.sub("baselines")
+        names = tuple(base.take("names", list, []))
+        for name in names:
+            if name not in BASELINES:
+                base.fail("baselines.names", f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
+        baselines = BaselineSettings(
+            names, base.number("temperature", 0.1, 100.0, 4.0), base.number("alpha", 0.0, 1.0, 0.9)
+        )
+        base.done()
+
     space = Space(
         name=top.take("name", str, path.stem),
         description=top.take("description", str, ""),
@@ -301,6 +364,8 @@ def parse_space(raw: Any, path: Path, sha256: str) -> Space:
         trial=_train(top.sub("trial")),
         retrain=_train(top.sub("retrain")),
         study=study_settings,
+        proxy=proxy,
+        baselines=baselines,
     )
     top.done()
     return space

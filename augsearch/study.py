@@ -25,6 +25,8 @@ from augsearch.errors import UserError
 from augsearch.loader import Normaliser, make_loader
 from augsearch.models import build_model
 from augsearch.policy import build_transform, sample_policy
+from augsearch.preview import artifact_store, attach, preview_images, render_grid
+from augsearch.proxy import proxy_images, screen
 from augsearch.runtime import seed_everything
 from augsearch.space import Space
 
@@ -125,6 +127,7 @@ class TrialContext:
     teacher: nn.Module
     normalise: Normaliser
     seed: int
+    artifacts_dir: Path | None = None  # each trial's preview grid goes here (optuna artifacts); None: none
 
 
 def trial_subset(train_index: np.ndarray, size: int | None, seed: int) -> np.ndarray:
@@ -138,11 +141,20 @@ def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float]:
     space, data, normalise = context.space, context.data, context.normalise
     x_val, y_val = data.x_train[context.val_index], data.y_train[context.val_index]
     x_sub, y_sub = data.x_train[context.train_index], data.y_train[context.train_index]
+    store = None if context.artifacts_dir is None else artifact_store(context.artifacts_dir)
+    preview = None if store is None else preview_images(data, context.val_index, context.seed)
+    batches_for_proxy = space.proxy.batches
+    x_proxy = proxy_images(x_sub, batches_for_proxy, space.trial.batch_size, context.seed)
 
     def objective(trial: optuna.Trial) -> float:
         policy = sample_policy(trial, space, data.channels)
         trial.set_user_attr("policy", policy.describe())
         trial.set_user_attr("policy_json", policy.to_dict())
+        if store is not None:  # what the policy does to fixed images, for optuna-dashboard (preview.py)
+            attach(trial, store, render_grid(build_transform(policy), preview, context.seed), policy)
+        if batches_for_proxy:  # T. stddev before training; may prune at step 0 (augsearch/proxy.py)
+            transform = build_transform(policy, seed=context.seed)
+            screen(trial, transform, context.teacher, x_proxy, normalise, space.trial.batch_size, space.proxy)
         seed_everything(context.seed)
         student = build_model(
             space.student, in_channels=data.channels, num_classes=data.num_classes, image_size=data.image_size
@@ -181,6 +193,28 @@ def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float]:
         return result.val_accuracy[-1]
 
     return objective
+
+
+def study_storage_url(name: str, studies_dir: Path, storage: str | None) -> str:
+    """The storage URL of an existing study: ``storage``, else its SQLite file, which must exist.
+
+    Opening a missing SQLite file would create an empty database where the user mistyped a name.
+    """
+    if storage is not None:
+        return storage
+    database = Path(studies_dir) / name / "study.db"
+    if not database.is_file():
+        raise UserError(f"no study database at {database}; run `augsearch run` first or pass --storage")
+    return default_storage(Path(studies_dir) / name)
+
+
+def load_stored_study(name: str, studies_dir: Path, storage: str | None) -> optuna.Study:
+    """An existing study, for commands that only read it; a one-line error when there is none."""
+    storage = study_storage_url(name, studies_dir, storage)
+    try:
+        return optuna.load_study(study_name=name, storage=open_storage(storage))
+    except KeyError:
+        raise UserError(f"no study named '{name}' in {storage}") from None
 
 
 def finished(study: optuna.Study) -> int:

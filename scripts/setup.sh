@@ -6,14 +6,25 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 extras=""
-if [ "${1:-}" = "--test" ]; then extras="[test]"; fi
+debian="dataset-fashion-mnist"  # the default space's data; elsewhere torchvision downloads it
+if [ "${1:-}" = "--test" ]; then
+  extras="[test]"
+  debian="$debian chromium"  # the browser test drives /usr/bin/chromium through Playwright (no download)
+fi
 
-# Fashion-MNIST (the default space's data) from Debian, where apt-get exists; elsewhere torchvision downloads it.
-if command -v apt-get >/dev/null 2>&1 && ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dataset-fashion-mnist
+# Debian packages, where apt-get exists, only those missing.
+if command -v apt-get >/dev/null 2>&1; then
+  missing=""
+  for package in $debian; do
+    if ! dpkg -s "$package" >/dev/null 2>&1; then missing="$missing $package"; fi
+  done
+  if [ -n "$missing" ]; then
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    $sudo apt-get update -qq
+    # shellcheck disable=SC2086  # one word per package
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing
+  fi
 fi
 
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi

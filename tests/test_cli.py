@@ -30,16 +30,19 @@ def _trials(cwd):
 def test_run_writes_every_promised_file(smoke_run):
     cwd, result = smoke_run
     study_dir = cwd / "out" / "smoke"
-    for name in ("study.db", "best_policy.json", "report.md", "results.json", "retrain.json", "student.pt"):
+    promised = ("study.db", "best_policy.json", "report.md", "results.json", "results.csv", "trials.csv")
+    for name in (*promised, "history.png", "accuracy.png", "samples.png"):
         assert (study_dir / name).is_file(), name
     teachers = list((cwd / "out" / "teachers").glob("*.json"))
     assert len(teachers) == 1 and "test_accuracy" in json.loads(teachers[0].read_text())
     results = json.loads((study_dir / "results.json").read_text())
-    assert [r["name"] for r in results["retrain"]] == ["searched + KD", "searched, no KD"]
-    assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in results["retrain"])
-    assert "searched + KD" in result.stdout and "test acc" in result.stdout
-    assert [t.state.name for t in _trials(cwd)] == ["COMPLETE"] * 3 or len(_trials(cwd)) == 3
-    assert not list(study_dir.glob("*.tmp")), "a temporary file was left behind"
+    names = [row["name"] for row in results["rows"]]
+    assert names[0].startswith("searched (trial ") and names[1:] == ["standard", "student-alone"]
+    assert all(0.0 <= row["mean"] <= 1.0 and row["n"] == 1 for row in results["rows"])
+    assert all(word in result.stdout for word in ("searched (trial", "student-alone", "no KD"))
+    assert len(_trials(cwd)) == 3 and all(t.state.name in ("COMPLETE", "PRUNED") for t in _trials(cwd))
+    assert len(list((study_dir / "retrain").glob("*.json"))) == 3
+    assert not list(study_dir.rglob("*.tmp")) and not list(study_dir.rglob("*.ckpt")), "partial file left"
 
 
 def test_rerun_resumes_and_runs_only_missing_trials(smoke_run):

@@ -1,0 +1,359 @@
+"""``augsearch bench``: where a trial's time goes, measured on this machine, in one run.
+
+A search costs trials x seconds per trial, so the figure that matters is how close a trial's step
+comes to what the hardware allows. For the space's trial setup (dataset, teacher, student, trial
+batch size, a representative policy) it measures, each after a warm-up that is not counted:
+
+(a) the augmentation pipeline alone, through the trial's loader and its worker processes;
+(b) the student's training step alone, on batches already normalised on the device;
+(c) the teacher's inference alone;
+(d) the full KD trial step: loader + teacher + student, through :func:`augsearch.distill.train_student`;
+(e) a naive loop in the style of a first KD script: each image augmented in the training loop in the
+    main process, no workers, the teacher's outputs computed with autograd on, default memory format;
+
+then the compute bound ``1 / (1/b + 1/c)`` (student and teacher back to back on the same device, data
+for free), the efficiency ``d / bound``, the speed-up ``d / e``; on CPU also the bound once augmentation
+is charged to the same cores (``cores / (cores/bound + workers/a)``: the models' step on every core,
+each image's augmentation on one) and ``d`` against it; the proxy's and one evaluation's
+seconds, Optuna's own cost per trial (sampling, SQLite writes, pruning: a real study with the space's
+sampler and pruner and the objective's own calls, only the training left out) as a share of a trial,
+and the peak resident memory of this process and of its workers.
+
+The representative policy: the space's fixed stages, then each searched slot as a uniform
+``OneOf`` over the ops the space allows on this data, at magnitude 0.5 and probability 0.5 (the
+sampler's prior draws ops uniformly, p and m from [0, 1]), and KD at the middle of T's and alpha's
+ranges. The teacher is randomly initialised: its weights do not change its speed, and the bench
+never trains one.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import math
+import os
+import resource
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import torch
+
+from augsearch.data import load_dataset, validation_split
+from augsearch.distill import evaluate, freeze, hinton_loss, make_optimiser, teacher_logits, train_student
+from augsearch.loader import Normaliser, augment, make_loader
+from augsearch.models import build_model
+from augsearch.ops import make_op, op_names
+from augsearch.policy import KDSettings, sample_policy
+from augsearch.proxy import ATTRIBUTE, proxy_images, teacher_stddev
+from augsearch.runtime import Runtime, resolve, seed_everything
+from augsearch.space import Space, load_space
+from augsearch.study import default_storage, make_pruner, make_sampler, open_storage, trial_subset
+
+WARMUP_BATCHES = 3
+
+
+def representative_transform(space: Space, channels: int):
+    """Fixed stages, then per slot a uniform ``OneOf`` of the usable ops at m = 0.5, applied with p = 0.5."""
+    import albumentations as A  # ops.py has set NO_ALBUMENTATIONS_UPDATE
+
+    allowed = op_names(channels)
+    choices = [name for name in (space.policy.ops or allowed) if name in allowed]
+    stages = [getattr(A, stage.name)(**stage.args) for stage in space.fixed]
+    for _ in range(space.policy.slots if choices else 0):
+        stages.append(A.OneOf([make_op(name, 0.5, 1.0) for name in choices], p=0.5))
+    return A.Compose(stages)
+
+
+def representative_kd(space: Space) -> KDSettings:
+    t, a = space.kd.temperature, space.kd.alpha
+    temperature = math.sqrt(t.low * t.high) if t.log else (t.low + t.high) / 2
+    return KDSettings(temperature, (a.low + a.high) / 2 or 0.5)  # the bench always runs the teacher
+
+
+def _sync(runtime: Runtime) -> None:
+    if runtime.device.type == "cuda":
+        torch.cuda.synchronize(runtime.device)
+
+
+def _rate(step: Callable[[], int], seconds: float, runtime: Runtime, warmup: int = WARMUP_BATCHES) -> float:
+    """Images per second of ``step`` (which returns how many images it handled), warm-up excluded."""
+    for _ in range(warmup):
+        step()
+    _sync(runtime)
+    images, start = 0, time.perf_counter()
+    while True:
+        images += step()
+        _sync(runtime)
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return images / elapsed
+
+
+def _augment_rate(x, y, transform, batch_size: int, runtime: Runtime, seed: int, seconds: float) -> float:
+    """(a): the trial's loader alone; the main process only receives the workers' batches."""
+    loader = make_loader(x, y, transform, batch_size, runtime, seed)
+
+    def forever() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        while True:
+            yield from loader
+
+    batches = forever()
+    return _rate(lambda: len(next(batches)[1]), seconds, runtime)
+
+
+class _Timed:
+    """Wraps a loader for ``train_student``: starts the clock when the first post-warm-up batch is
+    asked for (the warm-up batches' work is then done) and counts the images handed out after it."""
+
+    def __init__(self, loader, warmup: int) -> None:
+        self.loader, self.warmup = loader, warmup
+        self.start: float | None = None
+        self.seen = self.images = 0
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for images, labels in self.loader:
+            self.seen += 1
+            if self.seen == self.warmup + 1:
+                self.start = time.perf_counter()
+            if self.seen > self.warmup:
+                self.images += len(labels)
+            yield images, labels
+
+
+def _optuna_seconds_per_trial(space: Space, channels: int, seed: int) -> float:
+    """Mean wall seconds per trial of a real SQLite study running the objective's Optuna calls only."""
+    rng = np.random.default_rng(seed)
+    with tempfile.TemporaryDirectory() as folder:
+        storage = open_storage(default_storage(Path(folder)))
+        study = optuna.create_study(
+            storage=storage,
+            sampler=make_sampler(space, seed),
+            pruner=make_pruner(space),
+            direction="maximize",
+        )
+
+        def objective(trial: optuna.Trial) -> float:
+            policy = sample_policy(trial, space, channels)
+            trial.set_user_attr("policy", policy.describe())
+            trial.set_user_attr("policy_json", policy.to_dict())
+            trial.set_user_attr(ATTRIBUTE, float(rng.uniform(0.001, 0.01)))
+            trial.set_user_attr("proxy_seconds", 0.1)
+            accuracy = 0.0
+            for epoch in range(space.trial.epochs):
+                accuracy = float(rng.uniform(0.5, 0.9))
+                trial.report(accuracy, epoch)
+                if epoch + 1 < space.trial.epochs and trial.should_prune():
+                    raise optuna.TrialPruned()
+            trial.set_user_attr("wall_seconds", 1.0)
+            trial.set_user_attr("images_per_second", 1.0)
+            return accuracy
+
+        start = time.perf_counter()
+        study.optimize(objective, n_trials=space.study.trials, gc_after_trial=False)
+        seconds = (time.perf_counter() - start) / space.study.trials
+        storage.engine.dispose()
+    return seconds
+
+
+def _peak_rss_mb() -> dict[str, float]:
+    """High-water resident set sizes (Linux reports KiB): this process, and its largest ended child."""
+    gc.collect()
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"main": round(own, 1), "largest_worker": round(children, 1)}
+
+
+def bench(
+    space_name: str = "default",
+    device: str = "auto",
+    seconds: float = 5.0,
+    data_dir: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+    loader_workers: int | None = None,
+) -> dict[str, Any]:
+    """Measure everything the module docstring lists; a JSON-ready dict of figures.
+
+    ``loader_workers`` overrides the runtime's choice, to compare worker counts on one machine.
+    """
+    say = progress or (lambda line: None)
+    space = load_space(space_name)
+    runtime = resolve(device, loader_workers)
+    seed = space.study.seed
+    data = load_dataset(space.dataset.name, data_dir, synthetic=space.dataset.synthetic)
+    normalise = Normaliser.fit(data.x_train, runtime)
+    train_index, val_index = validation_split(data.y_train, space.dataset.validation_fraction, seed)
+    subset = trial_subset(train_index, space.trial.subset, seed)
+    x_sub, y_sub = data.x_train[subset], data.y_train[subset]
+    batch_size = min(space.trial.batch_size, len(subset))
+    shape = {"in_channels": data.channels, "num_classes": data.num_classes, "image_size": data.image_size}
+    seed_everything(seed)
+    teacher = freeze(build_model(space.teacher.model, **shape)).to(
+        runtime.device, memory_format=runtime.memory_format
+    )
+    transform = representative_transform(space, data.channels)
+    kd = representative_kd(space)
+    settings = replace(space.trial, batch_size=batch_size)
+    figures: dict[str, Any] = {
+        "space": space.name,
+        "device": runtime.describe(),
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch": torch.__version__,
+        "teacher": space.teacher.model,
+        "student": space.student,
+        "batch_size": batch_size,
+        "trial_images": len(subset) * space.trial.epochs,
+        "seconds_per_figure": seconds,
+    }
+
+    say("(a) augmentation alone, through the loader's workers")
+    figures["augment_img_s"] = _augment_rate(x_sub, y_sub, transform, batch_size, runtime, seed, seconds)
+
+    ready = normalise(torch.from_numpy(augment(x_sub[:batch_size], transform)))
+    labels = torch.from_numpy(y_sub[:batch_size]).to(runtime.device)
+    targets = teacher_logits(teacher, ready, runtime)
+
+    say("(b) student training step alone")
+    student = build_model(space.student, **shape).to(runtime.device, memory_format=runtime.memory_format)
+    optimiser, _ = make_optimiser(student, settings, 10**6)
+
+    def student_step() -> int:
+        with runtime.autocast():
+            logits = student(ready)
+        loss = hinton_loss(logits, targets, labels, kd.temperature, kd.alpha)["total"]
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        return batch_size
+
+    figures["student_step_img_s"] = _rate(student_step, seconds, runtime)
+
+    say("(c) teacher inference alone")
+    figures["teacher_img_s"] = _rate(lambda: len(teacher_logits(teacher, ready, runtime)), seconds, runtime)
+    bound = 1 / (1 / figures["student_step_img_s"] + 1 / figures["teacher_img_s"])
+    figures["compute_bound_img_s"] = bound
+
+    say("(d) full KD trial step (train_student)")
+    per_epoch = len(x_sub) // batch_size * batch_size
+    epochs = max(2, math.ceil((seconds * bound + (WARMUP_BATCHES + 1) * batch_size) / max(1, per_epoch)))
+    seed_everything(seed)
+    student = build_model(space.student, **shape)
+    timed = _Timed(make_loader(x_sub, y_sub, transform, batch_size, runtime, seed), WARMUP_BATCHES)
+    train_student(student, timed, replace(settings, epochs=epochs), normalise, teacher, kd)
+    _sync(runtime)
+    figures["trial_step_img_s"] = timed.images / (time.perf_counter() - timed.start)
+    figures["efficiency"] = figures["trial_step_img_s"] / bound
+    if runtime.device.type == "cpu":  # augmentation and the models share the same cores
+        core_seconds = figures["cores"] / bound + max(1, runtime.loader_workers) / figures["augment_img_s"]
+        figures["shared_cpu_bound_img_s"] = figures["cores"] / core_seconds
+        figures["shared_cpu_efficiency"] = figures["trial_step_img_s"] / figures["shared_cpu_bound_img_s"]
+    del timed
+    workers_rss = _peak_rss_mb()  # the workers have ended: their high-water mark is in
+
+    say("(e) naive loop: per-image augmentation in the main process, teacher with autograd on")
+    figures["naive_img_s"] = _naive_rate(space, data, x_sub, y_sub, teacher, kd, normalise, settings, seconds)
+    figures["speedup_over_naive"] = figures["trial_step_img_s"] / figures["naive_img_s"]
+
+    say("proxy, evaluation and Optuna's own cost per trial")
+    images = proxy_images(x_sub, space.proxy.batches or 4, batch_size, seed)
+    group = min(batch_size, len(images) // (space.proxy.batches or 4))
+    start = time.perf_counter()
+    if space.proxy.batches:
+        teacher_stddev(teacher, images, transform, normalise, group)
+    figures["proxy_seconds"] = time.perf_counter() - start
+    start = time.perf_counter()
+    evaluate(student, data.x_train[val_index], data.y_train[val_index], normalise)
+    figures["evaluation_seconds"] = time.perf_counter() - start
+    trial_seconds = (
+        figures["proxy_seconds"]
+        + figures["trial_images"] / figures["trial_step_img_s"]
+        + space.trial.epochs * figures["evaluation_seconds"]
+    )
+    optuna_seconds = _optuna_seconds_per_trial(space, data.channels, seed)
+    figures["trial_seconds_estimate"] = trial_seconds
+    figures["optuna_seconds_per_trial"] = optuna_seconds
+    figures["optuna_fraction"] = optuna_seconds / (trial_seconds + optuna_seconds)
+    figures["peak_rss_mb"] = {**_peak_rss_mb(), "largest_worker": workers_rss["largest_worker"]}
+    return {key: round(value, 4) if isinstance(value, float) else value for key, value in figures.items()}
+
+
+def _naive_rate(space, data, x_sub, y_sub, teacher, kd, normalise, settings, seconds) -> float:
+    """(e): what a first script does; same models, data, policy and loss as (d), default memory format."""
+    runtime = normalise.runtime
+    naive_teacher = copy.deepcopy(teacher).to(memory_format=torch.contiguous_format)
+    for parameter in naive_teacher.parameters():
+        parameter.requires_grad_(True)  # a teacher nobody froze: autograd records its forward pass
+    shape = {"in_channels": data.channels, "num_classes": data.num_classes, "image_size": data.image_size}
+    student = build_model(space.student, **shape).to(runtime.device)
+    optimiser, _ = make_optimiser(student, settings, 10**6)
+    transform = representative_transform(space, data.channels)
+    transform.set_random_seed(space.study.seed)
+    order = np.random.default_rng(space.study.seed).permutation(len(x_sub))
+    position = 0
+
+    def step() -> int:
+        nonlocal position
+        if position + settings.batch_size > len(order):
+            position = 0
+        index = order[position : position + settings.batch_size]
+        position += settings.batch_size
+        images = []
+        for i in index:  # one image at a time, in the training loop
+            image = transform(image=x_sub[i])["image"]
+            images.append(image if image.ndim == 3 else image[..., None])
+        batch = normalise(torch.from_numpy(np.stack(images))).contiguous()
+        labels = torch.from_numpy(y_sub[index]).to(runtime.device)
+        targets = naive_teacher(batch).detach()
+        logits = student(batch)
+        loss = hinton_loss(logits, targets, labels, kd.temperature, kd.alpha)["total"]
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        return len(index)
+
+    return _rate(step, seconds, runtime)
+
+
+def format_figures(figures: dict[str, Any]) -> str:
+    """The bench's figures as lines a person reads."""
+    rss = figures["peak_rss_mb"]
+    rows = [
+        ("space / device", f"{figures['space']} / {figures['device']}"),
+        ("teacher -> student", f"{figures['teacher']} -> {figures['student']}"),
+        ("trial batch size", f"{figures['batch_size']}"),
+        ("(a) augmentation alone (workers)", f"{figures['augment_img_s']:,.0f} img/s"),
+        ("(b) student training step alone", f"{figures['student_step_img_s']:,.0f} img/s"),
+        ("(c) teacher inference alone", f"{figures['teacher_img_s']:,.0f} img/s"),
+        ("compute bound 1/(1/b + 1/c)", f"{figures['compute_bound_img_s']:,.0f} img/s"),
+        ("(d) full KD trial step", f"{figures['trial_step_img_s']:,.0f} img/s"),
+        ("efficiency d / bound", f"{figures['efficiency']:.3f}"),
+        *(
+            [
+                ("bound with augmentation on the cores", f"{figures['shared_cpu_bound_img_s']:,.0f} img/s"),
+                ("efficiency d / that bound", f"{figures['shared_cpu_efficiency']:.3f}"),
+            ]
+            if "shared_cpu_bound_img_s" in figures
+            else []
+        ),
+        ("(e) naive loop", f"{figures['naive_img_s']:,.0f} img/s"),
+        ("speed-up d / e", f"{figures['speedup_over_naive']:.2f}x"),
+        ("proxy (T. stddev) per trial", f"{figures['proxy_seconds']:.3f} s"),
+        ("evaluation per epoch", f"{figures['evaluation_seconds']:.3f} s"),
+        ("trial wall time (estimate)", f"{figures['trial_seconds_estimate']:.2f} s"),
+        (
+            "Optuna overhead per trial",
+            f"{figures['optuna_seconds_per_trial'] * 1000:.1f} ms, "
+            f"{figures['optuna_fraction']:.2%} of a trial",
+        ),
+        ("peak RSS: main / largest worker", f"{rss['main']:,.0f} MB / {rss['largest_worker']:,.0f} MB"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

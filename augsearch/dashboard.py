@@ -1,0 +1,93 @@
+"""``augsearch dashboard``: optuna-dashboard on one study, with its trials' preview grids.
+
+optuna-dashboard has no authentication: whoever reaches the port can read the study and change it
+(notes, deletions). So it binds to 127.0.0.1 unless told otherwise. It runs beside a search without
+disturbing it: both sides open the SQLite file through :func:`augsearch.study.open_storage`, whose
+60 s busy timeout makes a reader wait out a writer's commit (and the other way round) instead of
+failing with "database is locked".
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+
+import optuna_dashboard
+
+from augsearch.errors import UserError
+from augsearch.preview import artifact_store
+from augsearch.study import open_storage, study_storage_url
+
+
+@dataclass(frozen=True)
+class DashboardOptions:
+    """``augsearch dashboard``'s settings; ``port=0`` lets the system pick a free port."""
+
+    study: str = "default"
+    studies_dir: Path = Path("studies")
+    storage: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    """wsgiref, one thread per request (the page loads several at once), threads die with the process."""
+
+    daemon_threads = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log: the terminal keeps the URL line readable."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def make_server(options: DashboardOptions) -> tuple[WSGIServer, str]:
+    """The bound (not yet serving) server and the study's page URL; a missing study is a UserError."""
+    url = study_storage_url(options.study, options.studies_dir, options.storage)
+    storage = open_storage(url)
+    try:
+        study_id = storage.get_study_id_from_name(options.study)
+    except KeyError:
+        raise UserError(f"no study named '{options.study}' in {url}") from None
+    app = optuna_dashboard.wsgi(
+        storage, artifact_store=artifact_store(options.studies_dir / options.study / "artifacts")
+    )
+    server_class = _Server6 if ":" in options.host else _Server
+    try:
+        server = server_class((options.host, options.port), _QuietHandler)
+    except (OSError, OverflowError) as error:
+        raise UserError(f"cannot listen on {options.host}:{options.port}: {error}") from None
+    server.set_app(app)
+    host = f"[{options.host}]" if ":" in options.host else options.host
+    return server, f"http://{host}:{server.server_port}/dashboard/studies/{study_id}"
+
+
+def serve(options: DashboardOptions) -> None:
+    """Print the URL, serve until Ctrl-C or SIGTERM, then stop cleanly (the command exits 0).
+
+    Call from the main thread (signal handlers can only be set there).
+    """
+    server, url = make_server(options)
+    print(f"optuna-dashboard at {url} (no authentication; Ctrl-C stops it)", flush=True)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as cleanly as Ctrl-C
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        server.server_close()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

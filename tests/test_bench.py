@@ -1,0 +1,45 @@
+"""`augsearch bench` on the smoke space, on CPU: every figure is measured and printed (no speed checks)."""
+
+import contextlib
+import json
+
+from conftest import run_cli
+
+from augsearch.bench import format_figures, representative_kd, representative_transform
+from augsearch.cli import main
+from augsearch.space import load_space
+
+RATES = ("augment_img_s", "student_step_img_s", "teacher_img_s", "compute_bound_img_s", "trial_step_img_s")
+
+
+def test_bench_measures_and_prints_every_figure(tmp_path):
+    args = ("--space", "smoke", "--device", "cpu", "--seconds", "0.2", "--json")
+    result = run_cli("bench", *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(result.stdout)
+    for key in (*RATES, "naive_img_s", "efficiency", "speedup_over_naive", "optuna_seconds_per_trial"):
+        assert figures[key] > 0, key
+    assert 0 < figures["optuna_fraction"] < 1
+    assert figures["peak_rss_mb"]["main"] > 0
+    bound = 1 / (1 / figures["student_step_img_s"] + 1 / figures["teacher_img_s"])
+    assert abs(figures["compute_bound_img_s"] - bound) / bound < 1e-3
+    table = format_figures(figures)
+    labels = ("(a)", "(b)", "(c)", "(d)", "(e)", "efficiency", "on the cores", "speed-up", "Optuna", "RSS")
+    for label in labels:
+        assert label in table
+    assert not list(tmp_path.iterdir())  # the bench writes nothing
+
+
+def test_bench_refuses_bad_input_with_one_line(capsys):
+    for args in (("--seconds", "0"), ("--space", "no-such-space"), ("--device", "tpu")):
+        with contextlib.suppress(SystemExit):  # argparse exits; UserError returns 2
+            assert main(["bench", *args]) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_representative_policy_uses_every_slot_at_mid_strength():
+    space = load_space("smoke")
+    transform = representative_transform(space, channels=1)
+    assert len(transform.transforms) == len(space.fixed) + space.policy.slots
+    assert all(stage.p == 0.5 for stage in transform.transforms[len(space.fixed) :])
+    assert representative_kd(space).alpha > 0

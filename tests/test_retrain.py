@@ -1,0 +1,128 @@
+"""Retrain against baselines, resume after a kill, and the report's files and figures."""
+
+import csv
+import json
+
+import pytest
+import torch
+from conftest import run_cli
+
+from augsearch import retrain as retrain_module
+from augsearch.pipeline import RetrainOptions, retrain
+from augsearch.report import Row, spearman, verdict
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """A smoke study searched without its retrain (seconds)."""
+    cwd = tmp_path_factory.mktemp("study")
+    result = run_cli("run", "--space", "smoke", "--studies-dir", "out", "--no-retrain", cwd=cwd)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return cwd / "out"
+
+
+def test_retrain_two_seeds_two_baselines_writes_the_report(searched):
+    result = run_cli(
+        "retrain", "--study", "smoke", "--studies-dir", str(searched), "--seeds", "2",
+        "--baselines", "standard,student-alone", cwd=searched,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    study_dir = searched / "smoke"
+    for name in ("report.md", "results.csv", "trials.csv", "history.png", "accuracy.png", "samples.png"):
+        assert (study_dir / name).is_file(), name
+    with open(study_dir / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["name"] for row in rows][1:] == ["standard", "student-alone"]
+    assert rows[0]["name"].startswith("searched (trial ")
+    columns = {"name", "kind", "kd", "n", "mean", "std", "epochs", "seconds", "images_per_second", "seeds"}
+    assert columns <= set(rows[0])
+    assert all(row["n"] == "2" and row["seeds"] == "0 1" for row in rows)
+    assert "searched policy vs best baseline" in result.stdout and "search = " in result.stdout
+    with open(study_dir / "trials.csv") as handle:
+        trials = list(csv.DictReader(handle))
+    assert len(trials) == 3 and "params_op0" in trials[0] and "user_attrs_policy" in trials[0]
+    assert "\n" not in trials[0]["user_attrs_policy"]
+
+    # Baselines share seeds and budgets with the searched policy, as the stored runs record.
+    runs = [json.loads(path.read_text()) for path in (study_dir / "retrain").glob("*.json")]
+    assert len(runs) == 6
+    budget = {
+        (r["epochs"], r["batch_size"], r["lr"], r["schedule"], r["optimiser"], r["student"]) for r in runs
+    }
+    assert len(budget) == 1
+    seeds = {}
+    for run in runs:
+        seeds.setdefault(run["name"], set()).add(run["seed"])
+    assert all(found == {0, 1} for found in seeds.values())
+    assert [r["kd"] for r in runs if r["name"] == "student-alone"] == [None, None]
+
+    # Asking again redoes nothing: every run is found finished and left as it was.
+    stamps = {path.name: path.stat().st_mtime_ns for path in (study_dir / "retrain").glob("*.json")}
+    again = run_cli(
+        "retrain", "--study", "smoke", "--studies-dir", str(searched), "--seeds", "2",
+        "--baselines", "standard,student-alone", cwd=searched,
+    )  # fmt: skip
+    assert again.returncode == 0
+    assert {path.name: path.stat().st_mtime_ns for path in (study_dir / "retrain").glob("*.json")} == stamps
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_a_killed_retrain_resumes_from_its_checkpoint(searched, monkeypatch):
+    """The loader dies at the start of epoch 2; the next call resumes there and ends with every epoch."""
+    real = retrain_module.make_loader
+    calls = {"iterations": 0}
+
+    class DiesInEpochTwo:
+        def __init__(self, loader):
+            self.loader = loader
+
+        def __len__(self):
+            return len(self.loader)
+
+        def __iter__(self):
+            calls["iterations"] += 1
+            if calls["iterations"] == 2:
+                raise _Killed()
+            return iter(self.loader)
+
+    monkeypatch.setattr(retrain_module, "make_loader", lambda *a, **k: DiesInEpochTwo(real(*a, **k)))
+    options = RetrainOptions("smoke", searched, seeds=1, baselines=("none",), top=1, device="cpu")
+    with pytest.raises(_Killed):
+        retrain(options)
+    checkpoints = list((searched / "smoke" / "retrain").glob("*.ckpt"))
+    assert len(checkpoints) == 1
+    monkeypatch.setattr(retrain_module, "make_loader", real)
+    before = torch.load(checkpoints[0], weights_only=True)["result"]["train_loss"]
+    assert len(before) == 1
+    retrain(options)
+    assert not list((searched / "smoke" / "retrain").glob("*.ckpt"))
+    runs = [json.loads(p.read_text()) for p in (searched / "smoke" / "retrain").glob("*.json")]
+    none = [run for run in runs if run["name"] == "none"]
+    assert len(none) == 1 and none[0]["epochs"] == 2
+    assert len(none[0]["train_loss"]) == 2 and none[0]["train_loss"][0] == round(before[0], 5)
+
+
+def test_spearman_on_hand_made_values():
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2], [1, 2]) is None and spearman([1, 1, 1], [1, 2, 3]) is None
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # ranks x: 1 2 3 4 5, y: 2 1 4 3 5 -> d² = 1+1+1+1+0 = 4 -> 1 - 6*4/(5*24) = 0.8
+    assert spearman([0.1, 0.2, 0.3, 0.4, 0.5], [0.82, 0.81, 0.90, 0.85, 0.95]) == pytest.approx(0.8)
+    # ties share their mean rank: x ranks 1.5 1.5 3, y ranks 1 2 3 -> Pearson of ranks = 0.866...
+    assert spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(0.8660254)
+
+
+def _row(name, kind, mean, std, n):
+    return Row(name, kind, 0 if kind == "searched" else None, "", n, mean, std, 1, 1.0, 1.0, tuple(range(n)))
+
+
+def test_verdict_states_the_noise_plainly():
+    rows = [_row("searched", "searched", 0.90, 0.002, 3), _row("standard", "baseline", 0.88, 0.002, 3)]
+    assert "beats it beyond seed noise" in verdict(rows)
+    rows = [_row("searched", "searched", 0.881, 0.01, 3), _row("standard", "baseline", 0.880, 0.01, 3)]
+    assert "within seed noise" in verdict(rows)
+    rows = [_row("searched", "searched", 0.90, 0.0, 1), _row("standard", "baseline", 0.88, 0.0, 1)]
+    assert "seed noise is unknown" in verdict(rows)
