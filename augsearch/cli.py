@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("spaces", help="list the shipped search spaces")
 
+    validate = commands.add_parser(
+        "validate", help="check a search-space YAML or a policy JSON file: exit 0 (ok) or 2 (one line)"
+    )
+    validate.add_argument("file", help="a space (.yaml, or a shipped space's name) or a policy file (.json)")
+
     bench = commands.add_parser("bench", help="measure a trial's speed against the hardware's bound")
     bench.add_argument("--space", default="default", help="a shipped space name or a YAML path")
     bench.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -197,6 +202,12 @@ def _bench(args: argparse.Namespace) -> None:
     print(json.dumps(figures) if args.json else format_figures(figures))
 
 
+def _validate(args: argparse.Namespace) -> None:
+    from augsearch.validate import validate_file
+
+    print(validate_file(args.file))
+
+
 def _spaces(args: argparse.Namespace) -> None:
     from augsearch.space import load_space, space_names
 
@@ -210,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress lines say what each trial did
     try:
-        handlers = {"run": _run, "export": _export, "spaces": _spaces, "bench": _bench}
+        handlers = {"run": _run, "export": _export, "spaces": _spaces, "bench": _bench, "validate": _validate}
         handlers |= {"dashboard": _dashboard, "preview": _preview, "retrain": _retrain, "report": _report}
         handlers[args.command](args)
     except UserError as error:

@@ -60,6 +60,74 @@ def hinton_loss(
     return {"total": alpha * kd + (1 - alpha) * ce, "kd": kd, "ce": ce}
 
 
+_MASKED = -1e9  # a logit that softmax turns into an exact 0 in float32, without the NaNs of -inf
+
+
+def dkd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float,
+    alpha: float,
+    beta: float,
+) -> dict[str, torch.Tensor]:
+    """Decoupled Knowledge Distillation: Zhao, Cui, Song, Qiu & Liang, CVPR 2022, "Decoupled Knowledge
+    Distillation" (arXiv:2203.08679). With p = softmax(z/T) over the classes and t the label:
+
+        b = [p_t, 1 − p_t]                              the binary target / non-target probabilities
+        p̂_i = p_i / (1 − p_t) for i ≠ t                 the non-target classes, renormalised
+        TCKD = T² · KL(b^teacher ‖ b^student)           target-class knowledge distillation
+        NCKD = T² · KL(p̂^teacher ‖ p̂^student)           non-target-class knowledge distillation
+        L = CE(s, y) + α · TCKD + β · NCKD
+
+    The paper shows classical KD = TCKD + (1 − p_t^teacher) · NCKD, so NCKD's weight shrinks exactly
+    when the teacher is confident; DKD frees the two weights. KLs are summed over classes and
+    averaged over the batch, as in the authors' code (megvii-research/mdistiller,
+    ``mdistiller/distillers/DKD.py``, ``dkd_loss``; its defaults in ``mdistiller/engine/cfg.py``:
+    CE weight 1, α = 1, β = 8, T = 4). We compute the logs stably (log-sum-exp instead of
+    ``log(p)``) and leave out mdistiller's linear warm-up of the KD part over its first 20 epochs:
+    a trial here lasts a few epochs. Returns total, kd (α·TCKD + β·NCKD), ce, tckd and nckd.
+    """
+    student_logits = student_logits.float()
+    ce = F.cross_entropy(student_logits, targets)
+    target_mask = F.one_hot(targets, student_logits.shape[1]).bool()
+
+    def log_parts(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scaled = logits.float() / temperature
+        log_all = torch.logsumexp(scaled, dim=1, keepdim=True)
+        others = scaled.masked_fill(target_mask, _MASKED)
+        log_target = scaled.gather(1, targets[:, None]) - log_all
+        log_binary = torch.cat([log_target, torch.logsumexp(others, 1, keepdim=True) - log_all], dim=1)
+        return log_binary, F.log_softmax(others, dim=1)  # log b, log p̂ (the target's entry ~ −1e9)
+
+    student_binary, student_others = log_parts(student_logits)
+    teacher_binary, teacher_others = log_parts(teacher_logits)
+
+    def kl(log_student: torch.Tensor, log_teacher: torch.Tensor) -> torch.Tensor:
+        return F.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True) * temperature**2
+
+    tckd, nckd = kl(student_binary, teacher_binary), kl(student_others, teacher_others)
+    kd = alpha * tckd + beta * nckd
+    return {"total": ce + kd, "kd": kd, "ce": ce, "tckd": tckd, "nckd": nckd}
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor | None,
+    targets: torch.Tensor,
+    kd: KDSettings | None,
+) -> dict[str, torch.Tensor]:
+    """The loss ``kd`` names (the one place that dispatches on ``kd.loss``); cross-entropy alone when
+    there is no teacher output or no KD settings."""
+    if teacher_logits is None or kd is None:
+        return hinton_loss(student_logits, None, targets, 1.0, 0.0)
+    if kd.loss == "dkd":
+        return dkd_loss(student_logits, teacher_logits, targets, kd.temperature, kd.alpha, kd.beta or 0.0)
+    if kd.loss == "hinton":
+        return hinton_loss(student_logits, teacher_logits, targets, kd.temperature, kd.alpha)
+    raise ValueError(f"unknown KD loss {kd.loss!r}")
+
+
 def teacher_logits(teacher: nn.Module, images: torch.Tensor, runtime: Runtime) -> torch.Tensor:
     """The frozen teacher's logits for this very batch, under inference mode."""
     with torch.inference_mode(), runtime.autocast():
@@ -135,9 +203,10 @@ def train_student(
 ) -> TrainResult:
     """Train ``student`` for ``settings.epochs`` epochs over ``batches`` (a loader of uint8 batches).
 
-    With a teacher and ``kd.alpha > 0`` the loss is :func:`hinton_loss`; otherwise cross-entropy and
-    the teacher is never run. After each epoch the student is evaluated on ``evaluation`` (if given)
-    and ``on_epoch(epoch, accuracy)`` is called, which may raise to stop (Optuna's pruning).
+    With a teacher and a KD term of non-zero weight the loss is the one ``kd.loss`` names
+    (:func:`distillation_loss`); otherwise cross-entropy and the teacher is never run. After each
+    epoch the student is evaluated on ``evaluation`` (if given) and ``on_epoch(epoch, accuracy)`` is
+    called, which may raise to stop (Optuna's pruning).
     Raises :class:`NonFiniteLoss` within a few steps of a loss turning NaN or infinite.
 
     With ``checkpoint``, the student, optimiser and schedule state and the history so far are saved
@@ -147,7 +216,7 @@ def train_student(
     """
     runtime = normalise.runtime
     student.to(runtime.device, memory_format=runtime.memory_format).train()
-    use_teacher = teacher is not None and kd is not None and kd.alpha > 0
+    use_teacher = teacher is not None and kd is not None and kd.distils
     if use_teacher:
         freeze(teacher.to(runtime.device, memory_format=runtime.memory_format))
     optimiser, schedule = make_optimiser(student, settings, settings.epochs * len(batches))
@@ -162,9 +231,7 @@ def train_student(
             targets = teacher_logits(teacher, images, runtime) if use_teacher else None
             with runtime.autocast():
                 logits = student(images)
-            loss = hinton_loss(
-                logits, targets, labels, kd.temperature if kd else 1.0, kd.alpha if use_teacher else 0.0
-            )
+            loss = distillation_loss(logits, targets, labels, kd if use_teacher else None)
             optimiser.zero_grad(set_to_none=True)
             loss["total"].backward()
             optimiser.step()

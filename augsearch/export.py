@@ -21,6 +21,7 @@ import optuna
 from augsearch import files
 from augsearch.errors import UserError
 from augsearch.policy import KDSettings, Policy, build_transform
+from augsearch.validate import check_policy_document
 
 FORMAT = "augsearch-policy"
 SCHEMA_VERSION = 1
@@ -67,7 +68,11 @@ def write_policy(path: Path, policy: Policy, provenance: dict[str, Any]) -> dict
 
 
 def load_policy(path: str | Path) -> LoadedPolicy:
-    """Read a file written by ``augsearch export``; a one-line :class:`UserError` for anything else."""
+    """Read a file written by ``augsearch export``; a one-line :class:`UserError` for anything else.
+
+    The content is checked against augsearch's allow-list (``augsearch/validate.py``: classes, argument
+    names, ``p``, nesting, image sizes, KD settings) before ``A.from_dict`` builds anything.
+    """
     path = Path(path)
     try:
         document = json.loads(path.read_text())
@@ -88,6 +93,7 @@ def load_policy(path: str | Path) -> LoadedPolicy:
         policy = Policy.from_dict({**document["policy"], "kd": document["kd"]})
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise UserError(f"{path}: malformed policy or kd section ({type(error).__name__}: {error})") from None
+    check_policy_document(document, path)
     pipeline = document.get("albumentations")
     try:
         transform = A.from_dict(pipeline)

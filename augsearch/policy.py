@@ -16,7 +16,7 @@ import albumentations as A
 import optuna
 
 from augsearch.ops import make_op, op_names
-from augsearch.space import Range, Space, Stage
+from augsearch.space import KD_LOSSES, Range, Space, Stage
 
 
 @dataclass(frozen=True)
@@ -28,11 +28,44 @@ class OpChoice:
 
 @dataclass(frozen=True)
 class KDSettings:
-    """Hinton distillation settings. ``alpha == 0`` means no distillation (cross-entropy only)."""
+    """Distillation settings; the losses are in ``augsearch/distill.py``.
+
+    ``loss == "hinton"``: ``alpha`` weighs KD against cross-entropy, ``alpha == 0`` means no
+    distillation. ``loss == "dkd"`` (Decoupled KD): ``alpha`` weighs TCKD and ``beta`` NCKD, on top of
+    cross-entropy; both 0 means no distillation. ``beta`` is set for DKD and only for DKD.
+    """
 
     temperature: float
     alpha: float
     loss: str = "hinton"
+    beta: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.loss not in KD_LOSSES:
+            raise ValueError(f"unknown KD loss {self.loss!r}; expected one of {', '.join(KD_LOSSES)}")
+        if (self.loss == "dkd") != (self.beta is not None):
+            raise ValueError(f"beta is required by the dkd loss and only by it (loss {self.loss!r})")
+
+    @property
+    def distils(self) -> bool:
+        """Whether the teacher takes part at all: some KD term has a non-zero weight."""
+        return self.alpha > 0 or bool(self.beta)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready; ``beta`` only when set, so Hinton settings read as they always have."""
+        data: dict[str, Any] = {"loss": self.loss, "temperature": self.temperature, "alpha": self.alpha}
+        return data if self.beta is None else data | {"beta": self.beta}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> KDSettings:
+        """The inverse of :meth:`to_dict`; files without ``loss`` or ``beta`` are Hinton's."""
+        beta = data.get("beta")
+        return cls(
+            float(data["temperature"]),
+            float(data["alpha"]),
+            str(data.get("loss", "hinton")),
+            None if beta is None else float(beta),
+        )
 
 
 @dataclass(frozen=True)
@@ -46,7 +79,8 @@ class Policy:
         lines = [f"{op.name:<24} p={op.p:.2f} m={op.magnitude:.2f}" for op in self.ops] or [
             "(no searched ops)"
         ]
-        lines.append(f"KD: {self.kd.loss}, T={self.kd.temperature:.2f}, alpha={self.kd.alpha:.2f}")
+        beta = "" if self.kd.beta is None else f", beta={self.kd.beta:.2f}"
+        lines.append(f"KD: {self.kd.loss}, T={self.kd.temperature:.2f}, alpha={self.kd.alpha:.2f}{beta}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -54,21 +88,18 @@ class Policy:
         return {
             "fixed": [{"name": stage.name, "args": dict(stage.args)} for stage in self.fixed],
             "ops": [{"name": op.name, "p": op.p, "magnitude": op.magnitude} for op in self.ops],
-            "kd": {"loss": self.kd.loss, "temperature": self.kd.temperature, "alpha": self.kd.alpha},
+            "kd": self.kd.to_dict(),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Policy:
         """The inverse of :meth:`to_dict`; ``KeyError``/``TypeError``/``ValueError`` on malformed data."""
-        kd = data["kd"]
-        if kd.get("loss", "hinton") != "hinton":
-            raise ValueError(f"unknown KD loss {kd['loss']!r}")
         return cls(
             fixed=tuple(Stage(str(stage["name"]), dict(stage.get("args", {}))) for stage in data["fixed"]),
             ops=tuple(
                 OpChoice(str(op["name"]), float(op["p"]), float(op["magnitude"])) for op in data["ops"]
             ),
-            kd=KDSettings(float(kd["temperature"]), float(kd["alpha"])),
+            kd=KDSettings.from_dict(data["kd"]),
         )
 
 
@@ -92,10 +123,13 @@ def sample_policy(trial: optuna.Trial, space: Space, channels: int) -> Policy:
         p = trial.suggest_float(f"op{slot}_p", 0.0, 1.0)
         magnitude = trial.suggest_float(f"op{slot}_m", 0.0, 1.0)
         ops.append(OpChoice(name, p, magnitude))
-    kd = KDSettings(
-        _suggest(trial, "temperature", space.kd.temperature), _suggest(trial, "alpha", space.kd.alpha)
-    )
-    return Policy(space.fixed, tuple(ops), kd)
+    losses = space.kd.losses
+    loss = losses[0] if len(losses) == 1 else trial.suggest_categorical("kd_loss", list(losses))
+    temperature = _suggest(trial, "temperature", space.kd.temperature)
+    alpha = _suggest(trial, "alpha", space.kd.alpha)
+    # β exists only for DKD: a conditional parameter, absent from the trials that chose Hinton.
+    beta = _suggest(trial, "beta", space.kd.beta) if loss == "dkd" and space.kd.beta else None
+    return Policy(space.fixed, tuple(ops), KDSettings(temperature, alpha, loss, beta))
 
 
 def build_transform(policy: Policy, seed: int | None = None) -> A.Compose:

@@ -46,6 +46,13 @@ def trial_counts(study: optuna.Study) -> dict[str, int]:
     return {state: counts.get(state, 0) for state in ("complete", "pruned", "fail", "running", "waiting")}
 
 
+def _describe_kd(kd: dict[str, Any] | None) -> str:
+    if not kd:
+        return "no KD"
+    text = f"T={kd['temperature']:.2f} a={kd['alpha']:.2f}"
+    return f"DKD {text} b={kd['beta']:.1f}" if kd.get("loss") == "dkd" else text
+
+
 def summarise(runs: list[dict[str, Any]]) -> list[Row]:
     """Group runs by policy name (searched rows first, then baselines in order of first appearance)."""
     groups: dict[str, list[dict[str, Any]]] = {}
@@ -60,7 +67,7 @@ def summarise(runs: list[dict[str, Any]]) -> list[Row]:
                 name=name,
                 kind=members[0]["kind"],
                 trial=members[0]["trial"],
-                kd=f"T={kd['temperature']:.2f} a={kd['alpha']:.2f}" if kd else "no KD",
+                kd=_describe_kd(kd),
                 n=len(members),
                 mean=float(accuracies.mean()),
                 std=float(accuracies.std(ddof=1)) if len(members) > 1 else 0.0,
@@ -147,14 +154,14 @@ def search_cost(study: optuna.Study) -> dict[str, Any]:
 
 
 def table(rows: list[Row], teacher: dict[str, Any] | None) -> str:
-    lines = [f"{'policy':<30} {'KD':<15} {'test acc':>16} {'n':>2} {'epochs':>6} {'train s':>8} {'img/s':>7}"]
+    lines = [f"{'policy':<30} {'KD':<23} {'test acc':>16} {'n':>2} {'epochs':>6} {'train s':>8} {'img/s':>7}"]
     if teacher:
         name = f"teacher {teacher.get('model')}"
-        lines.append(f"{name:<30} {'(ceiling)':<15} {teacher['test_accuracy']:>16.4f}")
+        lines.append(f"{name:<30} {'(ceiling)':<23} {teacher['test_accuracy']:>16.4f}")
     for row in rows:
         accuracy = f"{row.mean:.4f} ± {row.std:.4f}" if row.n > 1 else f"{row.mean:.4f}"
         lines.append(
-            f"{row.name:<30} {row.kd:<15} {accuracy:>16} {row.n:>2} {row.epochs:>6} "
+            f"{row.name:<30} {row.kd:<23} {accuracy:>16} {row.n:>2} {row.epochs:>6} "
             f"{row.seconds:>8.0f} {row.images_per_second:>7.0f}"
         )
     return "\n".join(lines)

@@ -68,7 +68,7 @@ def run_key(candidate: Candidate, settings: TrainSettings, student: str, seed: i
     """A readable, stable file name for one run: the same policy, budget and seed always map to it."""
     recipe = {
         "transform": A.to_dict(candidate.transform) if candidate.transform else None,
-        "kd": asdict(candidate.kd) if candidate.kd else None,
+        "kd": candidate.kd.to_dict() if candidate.kd else None,
         "train": asdict(settings),
         "student": student,
         "seed": seed,
@@ -119,7 +119,7 @@ def retrain_run(
         "trial": candidate.trial,
         "seed": seed,
         "student": space.student,
-        "kd": asdict(candidate.kd) if candidate.kd else None,
+        "kd": candidate.kd.to_dict() if candidate.kd else None,
         **{k: v for k, v in asdict(settings).items() if k != "subset"},
         "optimiser": "sgd-nesterov-0.9",
         "test_accuracy": accuracy,

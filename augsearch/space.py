@@ -24,6 +24,15 @@ SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "hyperband", "none")
 SCHEDULES = ("onecycle", "cosine")
+KD_LOSSES = ("hinton", "dkd")  # augsearch/distill.py: hinton_loss, dkd_loss
+# Albumentations classes a space may name as a fixed stage, besides the catalogue's ops (augsearch/ops.py):
+# the geometric, crop, pad and flip stages of the usual dataset recipes. Normalisation is not among them:
+# the pipeline must hand uint8 images to the loader, which normalises on the device (augsearch/loader.py).
+# An exported policy file may hold only these, the catalogue's ops and the containers (augsearch/validate.py).
+FIXED_STAGES = (
+    "Pad", "PadIfNeeded", "RandomCrop", "CenterCrop", "Crop", "RandomResizedCrop", "Resize", "LongestMaxSize",
+    "SmallestMaxSize", "HorizontalFlip", "VerticalFlip", "RandomRotate90", "Transpose", "D4",
+)  # fmt: skip
 _REQUIRED = object()
 
 
@@ -80,8 +89,18 @@ class PolicySpace:
 
 @dataclass(frozen=True)
 class KDSpace:
+    """``kd: {loss: [hinton, dkd], temperature: ..., alpha: ..., beta: ...}``.
+
+    ``losses`` lists the loss families to search (one: fixed; several: a categorical parameter
+    ``kd_loss``); a space without ``loss`` means Hinton only. ``beta`` (the NCKD weight of DKD) is
+    required when ``dkd`` is listed and refused otherwise; it is suggested only in trials that chose DKD.
+    For DKD ``alpha`` is the TCKD weight (CE keeps weight 1), for Hinton the KD-vs-CE mix.
+    """
+
     temperature: Range
     alpha: Range
+    losses: tuple[str, ...] = ("hinton",)
+    beta: Range | None = None
 
 
 @dataclass(frozen=True)
@@ -246,6 +265,22 @@ def _train(reader: _Reader) -> TrainSettings:
     return settings
 
 
+def _kd(reader: _Reader) -> KDSpace:
+    """The ``kd`` section; see :class:`KDSpace`."""
+    temperature, alpha = reader.range("temperature", 0.1, 100.0), reader.range("alpha", 0.0, 1.0)
+    losses = reader.take("loss", (list, str), "hinton")
+    losses = (losses,) if isinstance(losses, str) else tuple(losses)
+    for loss in losses:
+        if loss not in KD_LOSSES:
+            reader.fail("kd.loss", f"expected {' or '.join(KD_LOSSES)} or a list of them, got {loss!r}")
+    if not losses or len(set(losses)) != len(losses):
+        reader.fail("kd.loss", f"expected a non-empty list of distinct losses, got {list(losses)}")
+    if "dkd" not in losses and "beta" in reader.raw:
+        reader.fail("kd.beta", "only the dkd loss has beta; add dkd to kd.loss or remove beta")
+    beta = reader.range("beta", 0.0, 100.0) if "dkd" in losses else None
+    return KDSpace(temperature, alpha, losses, beta)
+
+
 def parse_space(raw: Any, path: Path, sha256: str) -> Space:
     """Check a loaded YAML document and build a :class:`Space`; one-line :class:`UserError` otherwise."""
     from augsearch.ops import OPS  # the catalogue, to check op names
@@ -288,10 +323,11 @@ def parse_space(raw: Any, path: Path, sha256: str) -> Space:
         name = stage.take("name", str)
         args = stage.take("args", dict, {})
         stage.done()
-        import albumentations as A
+        from augsearch.validate import stage_problem  # lazily: validate imports this module
 
-        if not isinstance(getattr(A, name, None), type):
-            stage.fail(f"fixed[{index}].name", f"unknown albumentations class {name!r}")
+        problem = stage_problem(name, args)
+        if problem:
+            stage.fail(f"fixed[{index}]", problem)
         fixed.append(Stage(name, args))
 
     pol = top.sub("policy")
@@ -309,7 +345,7 @@ def parse_space(raw: Any, path: Path, sha256: str) -> Space:
     pol.done()
 
     kd_reader = top.sub("kd")
-    kd = KDSpace(kd_reader.range("temperature", 0.1, 100.0), kd_reader.range("alpha", 0.0, 1.0))
+    kd = _kd(kd_reader)
     kd_reader.done()
 
     study = top.sub("study")

@@ -1,0 +1,215 @@
+"""Strict checks of the files augsearch reads: ``augsearch validate FILE`` and the policy file's allow-list.
+
+Why an allow-list: ``A.from_dict`` builds whatever class a JSON file names, only warns about (and drops)
+a misspelt argument, fills a missing ``p`` with 0.5 and accepts a 100,000-pixel ``Resize``. A policy file
+is input from anywhere, so before albumentations sees it every transform is checked here:
+
+- its ``__class_fullname__`` is a container (:data:`CONTAINERS`), ``NoOp``, an op of the catalogue
+  (``augsearch/ops.py``) or a fixed stage a space may use (``augsearch/space.py``: ``FIXED_STAGES``);
+- every argument name is a parameter of that class's ``__init__`` (``inspect.signature``);
+- ``p`` is present and in [0, 1];
+- the top is one ``Compose`` and nesting is at most :data:`MAX_DEPTH` levels below it;
+- image-size arguments (:data:`SIZE_ARGUMENTS`) are numbers in [0, :data:`MAX_SIDE`].
+
+Each refusal is one :class:`UserError` line: the file, the JSON path, what was expected.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import json
+from pathlib import Path
+from typing import Any
+
+import albumentations as A
+
+from augsearch.errors import UserError
+from augsearch.ops import OPS
+from augsearch.space import FIXED_STAGES, KD_LOSSES, load_space
+
+CONTAINERS = ("Compose", "OneOf", "SomeOf", "Sequential")
+# Levels below the top Compose: 1 for the ops of a searched policy, 2 for the OneOf/SomeOf of the
+# RandAugment- and TrivialAugment-like baselines, 3 for AutoAugment-style sub-policies (a OneOf of
+# Sequentials). Nothing augsearch writes goes deeper.
+MAX_DEPTH = 3
+MAX_SIDE = 4096  # pixels: far above any image augsearch trains on, far below an out-of-memory resize
+SIZE_ARGUMENTS = frozenset(
+    {"height", "width", "min_height", "min_width", "size", "padding", "max_size", "max_size_hw",
+     "x_min", "y_min", "x_max", "y_max", "pad_height_divisor", "pad_width_divisor", "min_max_height"}
+)  # fmt: skip
+
+
+def allowed_classes() -> frozenset[str]:
+    """Every albumentations class name a policy file may hold."""
+    return frozenset((*CONTAINERS, "NoOp", *OPS, *FIXED_STAGES))
+
+
+def _sizes_fit(value: Any, depth: int = 0) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, (list, tuple)) and depth < 2:
+        return all(_sizes_fit(item, depth + 1) for item in value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= MAX_SIDE
+
+
+def argument_problem(name: str, args: dict[str, Any]) -> str | None:
+    """Why ``args`` do not suit albumentations class ``name`` (an unknown argument name, an image size
+    out of bounds), or None. Names are checked against the class's real ``__init__``."""
+    accepted = [
+        key
+        for key, parameter in inspect.signature(getattr(A, name)).parameters.items()
+        if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+    ]
+    for key in args:
+        if key not in accepted:
+            close = difflib.get_close_matches(str(key), accepted, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"it takes {', '.join(accepted)}"
+            return f"{name} has no argument {key!r} ({hint})"
+    for key in sorted(SIZE_ARGUMENTS & set(args)):
+        if not _sizes_fit(args[key]):
+            return f"{name}.{key}: expected sizes in [0, {MAX_SIDE}] pixels, got {args[key]!r}"
+    return None
+
+
+def stage_problem(name: str, args: dict[str, Any]) -> str | None:
+    """Why a space's fixed stage ``name(**args)`` is refused, or None: the same allow-list and
+    argument checks as a policy file (so whatever a space can write, ``load_policy`` reads back),
+    then albumentations' own validation of the values."""
+    if not isinstance(getattr(A, name, None), type):
+        return f"unknown albumentations class {name!r}"
+    if name not in FIXED_STAGES and name not in OPS:
+        allowed = ", ".join(FIXED_STAGES)
+        return f"albumentations class {name!r} is not allowed as a fixed stage; allowed: {allowed}, or an op"
+    problem = argument_problem(name, args)
+    if problem:
+        return problem
+    try:
+        getattr(A, name)(**args)
+    except Exception as error:  # albumentations/pydantic raise many kinds; all mean bad arguments
+        reason = " ".join(str(error).split()).split(" For further information")[0]  # pydantic's link
+        return f"{name} refuses these arguments: {reason[:300]}"
+    return None
+
+
+def _fail(file: Path, where: str, what: str) -> None:
+    raise UserError(f"{file}: {where}: {what}")
+
+
+def _check_transform(node: Any, where: str, depth: int, file: Path) -> None:
+    if not isinstance(node, dict):
+        _fail(file, where, f"expected a transform mapping, got {type(node).__name__}")
+    name = node.get("__class_fullname__")
+    if not isinstance(name, str):
+        _fail(file, f"{where}.__class_fullname__", "missing; expected an albumentations class name")
+    if name not in allowed_classes():
+        _fail(
+            file,
+            f"{where}.__class_fullname__",
+            f"class {name!r} is not allowed; expected {', '.join(CONTAINERS)}, NoOp, a catalogue op "
+            f"({', '.join(OPS)}) or a fixed stage ({', '.join(FIXED_STAGES)})",
+        )
+    if (depth == 0) != (name == "Compose"):
+        _fail(file, where, "expected one Compose at the top and OneOf/SomeOf/Sequential below it")
+    if depth > MAX_DEPTH:
+        _fail(file, where, f"nested {depth} levels deep; augsearch writes at most {MAX_DEPTH}")
+    args = {key: value for key, value in node.items() if key != "__class_fullname__"}
+    p = args.get("p")
+    if "p" not in args:
+        _fail(file, f"{where}.p", "missing; every transform needs its probability p")
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+        _fail(file, f"{where}.p", f"expected a probability in [0, 1], got {p!r}")
+    problem = argument_problem(name, args)
+    if problem:
+        _fail(file, where, problem)
+    if name in CONTAINERS:
+        children = args.get("transforms")
+        if not isinstance(children, list):
+            _fail(file, f"{where}.transforms", "expected a list of transforms")
+        for index, child in enumerate(children):
+            _check_transform(child, f"{where}.transforms[{index}]", depth + 1, file)
+
+
+def check_pipeline(pipeline: Any, file: Path) -> None:
+    """``document["albumentations"]`` (what ``A.to_dict`` wrote) against the allow-list."""
+    if not isinstance(pipeline, dict) or "transform" not in pipeline:
+        _fail(file, "albumentations", 'expected the mapping A.to_dict writes, with a "transform" key')
+    extra = sorted(set(pipeline) - {"__version__", "transform"})
+    if extra:
+        _fail(file, f"albumentations.{extra[0]}", 'unknown key; expected only "__version__" and "transform"')
+    _check_transform(pipeline["transform"], "albumentations.transform", 0, file)
+
+
+def _check_policy_section(section: Any, file: Path) -> None:
+    """``document["policy"]``: the fixed stages and searched ops as data (``build_transform`` input)."""
+    if not isinstance(section, dict):
+        _fail(file, "policy", "expected a mapping with fixed and ops")
+    for index, stage in enumerate(section.get("fixed", [])):
+        if not isinstance(stage, dict) or not isinstance(stage.get("args", {}), dict):
+            _fail(file, f"policy.fixed[{index}]", "expected {name, args}")
+        problem = stage_problem(str(stage.get("name")), stage.get("args", {}))
+        if problem:
+            _fail(file, f"policy.fixed[{index}]", problem)
+    for index, op in enumerate(section.get("ops", [])):
+        if not isinstance(op, dict) or op.get("name") not in OPS:
+            _fail(file, f"policy.ops[{index}].name", f"expected a catalogue op ({', '.join(OPS)})")
+        for key in ("p", "magnitude"):
+            value = op.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                _fail(file, f"policy.ops[{index}].{key}", f"expected a number in [0, 1], got {value!r}")
+
+
+def _check_kd(kd: Any, file: Path) -> None:
+    if not isinstance(kd, dict):
+        _fail(file, "kd", "expected a mapping with loss, temperature, alpha (and beta for dkd)")
+    loss = kd.get("loss", "hinton")
+    if loss not in KD_LOSSES:
+        _fail(file, "kd.loss", f"expected one of {', '.join(KD_LOSSES)}, got {loss!r}")
+    bounds = {"temperature": (1e-3, 1000.0), "alpha": (0.0, 1.0)}
+    if loss == "dkd":
+        bounds["beta"] = (0.0, 1000.0)
+    elif "beta" in kd:
+        _fail(file, "kd.beta", f"only the dkd loss has beta (loss {loss!r})")
+    for key, (low, high) in bounds.items():
+        value = kd.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            _fail(file, f"kd.{key}", f"expected a number in [{low}, {high}], got {value!r}")
+
+
+def check_policy_document(document: dict[str, Any], file: Path) -> None:
+    """All of a policy file's content checks, run by ``load_policy`` before ``A.from_dict``."""
+    check_pipeline(document.get("albumentations"), file)
+    _check_policy_section(document.get("policy"), file)
+    _check_kd(document.get("kd"), file)
+
+
+def _is_policy_file(path: Path) -> bool:
+    """By extension (.json: policy, .yaml/.yml: space), else by content: a JSON object with "format"."""
+    if path.suffix == ".json":
+        return True
+    if path.suffix in (".yaml", ".yml") or not path.is_file():
+        return False
+    try:
+        document = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(document, dict) and "format" in document
+
+
+def validate_file(name: str) -> str:
+    """``augsearch validate FILE``: the one-line verdict for a space or a policy file; UserError if bad."""
+    path = Path(name)
+    if _is_policy_file(path):
+        from augsearch.export import load_policy  # export imports this module
+
+        loaded = load_policy(path)
+        kd = loaded.kd
+        beta = "" if kd.beta is None else f", beta={kd.beta:g}"
+        return (
+            f"ok: policy file {path} ({len(loaded.transform.transforms)} top-level transforms; "
+            f"KD {kd.loss}, T={kd.temperature:g}, alpha={kd.alpha:g}{beta})"
+        )
+    if path.is_file() and "/" not in name and path.suffix not in (".yaml", ".yml"):
+        name = f"./{name}"  # a file, not a shipped space's name
+    space = load_space(name)
+    return f"ok: search space '{space.name}' ({space.path}): {space.description or 'no description'}"

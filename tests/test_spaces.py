@@ -1,0 +1,66 @@
+"""Every shipped space validates and runs one tiny trial on synthetic data, in this process.
+
+The trial is the real one (``study.make_objective``: policy sampling, preview-free proxy, loader,
+KD training, evaluation, pruning hooks); only the data (synthetic, of the shape the space's dataset
+has), the teacher (randomly initialised, not trained) and the budgets are shrunk.
+"""
+
+import dataclasses
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from augsearch.data import SyntheticSpec, load_dataset, validation_split
+from augsearch.loader import Normaliser
+from augsearch.models import build_model
+from augsearch.policy import Policy
+from augsearch.runtime import resolve
+from augsearch.space import load_space, space_names
+from augsearch.study import TrialContext, make_objective, make_sampler, trial_subset
+from augsearch.validate import validate_file
+
+# (channels, image side) of each named dataset, so that the space's fixed stages (e.g. a 28x28 crop)
+# meet images of the size they were written for.
+SHAPES = {"fashion-mnist": (1, 28), "cifar10": (3, 32), "cifar100": (3, 32)}
+
+
+def _tiny(space):
+    """The space with synthetic data of its dataset's shape and budgets of a few batches."""
+    channels, side = SHAPES.get(space.dataset.name, (3, 32))
+    spec = space.dataset.synthetic or SyntheticSpec(channels=channels, image_size=side)
+    spec = dataclasses.replace(spec, num_classes=min(spec.num_classes, 4), train_size=96, test_size=16)
+    dataset = dataclasses.replace(space.dataset, name="synthetic", synthetic=spec, validation_fraction=0.25)
+    trial = dataclasses.replace(space.trial, epochs=1, batch_size=16, subset=48)
+    proxy = dataclasses.replace(space.proxy, batches=min(space.proxy.batches, 2))
+    return dataclasses.replace(space, dataset=dataset, trial=trial, proxy=proxy)
+
+
+@pytest.mark.parametrize("name", space_names())
+def test_every_shipped_space_validates_and_runs_one_tiny_trial(name):
+    assert validate_file(name).startswith(f"ok: search space '{name}'")
+    start = time.perf_counter()
+    space = _tiny(load_space(name))
+    data = load_dataset("synthetic", synthetic=space.dataset.synthetic)
+    runtime = resolve("cpu", 0)
+    train_index, val_index = validation_split(data.y_train, space.dataset.validation_fraction, 0)
+    shape = {"in_channels": data.channels, "num_classes": data.num_classes, "image_size": data.image_size}
+    context = TrialContext(
+        space=space,
+        data=data,
+        train_index=trial_subset(train_index, space.trial.subset, 0),
+        val_index=val_index,
+        teacher=build_model(space.teacher.model, **shape),
+        normalise=Normaliser.fit(data.x_train, runtime),
+        seed=0,
+    )
+    study = optuna.create_study(direction="maximize", sampler=make_sampler(space, 0))
+    if len(space.kd.losses) > 1:  # the loss a random first trial might miss: the last listed (dkd)
+        study.enqueue_trial({"kd_loss": space.kd.losses[-1]})
+    study.optimize(make_objective(context), n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == TrialState.COMPLETE, trial.user_attrs
+    assert 0.0 <= trial.value <= 1.0
+    assert Policy.from_dict(trial.user_attrs["policy_json"]).kd.loss == space.kd.losses[-1]
+    assert time.perf_counter() - start < 10
