@@ -133,7 +133,8 @@ def note(policy: Policy, image_url: str | None, spec: GridSpec = GridSpec()) -> 
     ]
     lines += [f"| {op.name} | {op.p:.2f} | {op.magnitude:.2f} |" for op in policy.ops] or ["| (none) | | |"]
     kd = policy.kd
-    lines += ["", f"KD: {kd.loss}, T = {kd.temperature:.2f}, α = {kd.alpha:.2f}"]
+    beta = "" if kd.beta is None else f", β = {kd.beta:.2f}"
+    lines += ["", f"KD: {kd.loss}, T = {kd.temperature:.2f}, α = {kd.alpha:.2f}{beta}"]
     return "\n".join(lines)
 
 
