@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -27,6 +29,15 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+def smoke_variant(tmp_path: Path, mutate: Callable[[dict], object]) -> Path:
+    """A copy of the smoke space, changed in place by ``mutate(raw)``, written to ``tmp_path/space.yaml``."""
+    raw = yaml.safe_load((REPO / "search_spaces" / "smoke.yaml").read_text())
+    mutate(raw)
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-import yaml
+from conftest import smoke_variant
 
 from augsearch.distill import distillation_loss, dkd_loss, hinton_loss
 from augsearch.errors import UserError
@@ -15,8 +15,6 @@ from augsearch.export import load_policy, write_policy
 from augsearch.policy import KDSettings, Policy, sample_policy
 from augsearch.space import load_space
 from augsearch.study import make_sampler
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _softmax(v: list[float], t: float = 1.0) -> list[float]:
@@ -155,11 +153,7 @@ def test_old_policy_files_without_loss_or_beta_still_load(tmp_path):
 
 
 def _space_with(tmp_path: Path, kd: dict) -> Path:
-    raw = yaml.safe_load((REPO / "search_spaces" / "smoke.yaml").read_text())
-    raw["kd"].update(kd)
-    path = tmp_path / "space.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+    return smoke_variant(tmp_path, lambda raw: raw["kd"].update(kd))
 
 
 @pytest.mark.parametrize(

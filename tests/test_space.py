@@ -1,12 +1,8 @@
-from pathlib import Path
-
 import pytest
-import yaml
+from conftest import smoke_variant
 
 from augsearch.errors import UserError
 from augsearch.space import find_space, load_space, space_names
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def test_shipped_spaces_load():
@@ -17,14 +13,6 @@ def test_shipped_spaces_load():
         assert space.name == name
         assert space.study.trials >= 1
         assert len(space.sha256) == 64
-
-
-def _write(tmp_path: Path, mutate) -> Path:
-    raw = yaml.safe_load((REPO / "search_spaces" / "smoke.yaml").read_text())
-    mutate(raw)
-    path = tmp_path / "space.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
 
 
 @pytest.mark.parametrize(
@@ -41,7 +29,7 @@ def _write(tmp_path: Path, mutate) -> Path:
     ],
 )
 def test_bad_spaces_give_one_line_naming_file_and_key(tmp_path, mutate, expected):
-    path = _write(tmp_path, mutate)
+    path = smoke_variant(tmp_path, mutate)
     with pytest.raises(UserError) as error:
         load_space(str(path))
     message = str(error.value)

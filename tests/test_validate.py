@@ -7,7 +7,7 @@ from pathlib import Path
 import albumentations as A
 import optuna
 import pytest
-import yaml
+from conftest import smoke_variant
 
 from augsearch import export
 from augsearch.baselines import BASELINES, baseline
@@ -204,10 +204,7 @@ def test_cli_validate_exit_codes_and_one_line(tmp_path, capsys):
     assert capsys.readouterr().out.startswith(f"ok: policy file {good}")
     assert main(["validate", str(REPO / "search_spaces" / "kd-only.yaml")]) == 0
     assert capsys.readouterr().out.startswith("ok: search space 'kd-only'")
-    bad = tmp_path / "bad.yaml"
-    raw = yaml.safe_load((REPO / "search_spaces" / "smoke.yaml").read_text())
-    raw["fixed"][0]["args"]["pp"] = 0.5
-    bad.write_text(yaml.safe_dump(raw))
+    bad = smoke_variant(tmp_path, lambda raw: raw["fixed"][0]["args"].update(pp=0.5))
     before = sorted(tmp_path.iterdir())
     assert main(["validate", str(bad)]) == 2
     err = capsys.readouterr().err
@@ -218,11 +215,7 @@ def test_cli_validate_exit_codes_and_one_line(tmp_path, capsys):
 
 
 def _space_with_stage(tmp_path: Path, stage: dict) -> Path:
-    raw = yaml.safe_load((REPO / "search_spaces" / "smoke.yaml").read_text())
-    raw["fixed"].append(stage)
-    path = tmp_path / "space.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+    return smoke_variant(tmp_path, lambda raw: raw["fixed"].append(stage))
 
 
 @pytest.mark.parametrize(
