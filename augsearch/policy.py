@@ -15,6 +15,7 @@ from typing import Any
 import albumentations as A
 import optuna
 
+from augsearch.mixing import NO_MIXING, MixSettings
 from augsearch.ops import make_op, op_names
 from augsearch.space import KD_LOSSES, Range, Space, Stage
 
@@ -73,6 +74,7 @@ class Policy:
     fixed: tuple[Stage, ...]
     ops: tuple[OpChoice, ...]
     kd: KDSettings
+    mix: MixSettings = NO_MIXING  # batch mixing after the per-image pipeline (augsearch/mixing.py)
 
     def describe(self) -> str:
         """One line per searched op, then the KD settings: what a person reads in a report."""
@@ -81,6 +83,8 @@ class Policy:
         ]
         beta = "" if self.kd.beta is None else f", beta={self.kd.beta:.2f}"
         lines.append(f"KD: {self.kd.loss}, T={self.kd.temperature:.2f}, alpha={self.kd.alpha:.2f}{beta}")
+        if self.mix.active:
+            lines.append(f"mixing: {self.mix.kind}, p={self.mix.p:.2f}, alpha={self.mix.alpha:.2f}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,6 +93,7 @@ class Policy:
             "fixed": [{"name": stage.name, "args": dict(stage.args)} for stage in self.fixed],
             "ops": [{"name": op.name, "p": op.p, "magnitude": op.magnitude} for op in self.ops],
             "kd": self.kd.to_dict(),
+            "mix": self.mix.to_dict(),
         }
 
     @classmethod
@@ -100,6 +105,7 @@ class Policy:
                 OpChoice(str(op["name"]), float(op["p"]), float(op["magnitude"])) for op in data["ops"]
             ),
             kd=KDSettings.from_dict(data["kd"]),
+            mix=MixSettings.from_dict(data["mix"]) if "mix" in data else NO_MIXING,  # older files: none
         )
 
 
