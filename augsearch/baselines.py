@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import albumentations as A
 
 from augsearch.errors import UserError
+from augsearch.mixing import NO_MIXING, MixSettings
 from augsearch.ops import make_op, op_names
 from augsearch.policy import KDSettings, Policy, build_transform
 
@@ -36,12 +37,14 @@ RANDAUGMENT_OPS = (
 
 @dataclass(frozen=True)
 class Candidate:
-    """A policy to retrain: name, pipeline (None: no augmentation), KD settings (None: no KD)."""
+    """A policy to retrain: name, pipeline (None: no augmentation), KD settings (None: no KD), and the
+    batch mixing applied after the pipeline (none for every baseline)."""
 
     name: str
     transform: A.Compose | None
     kd: KDSettings | None
     trial: int | None = None
+    mix: MixSettings = NO_MIXING
 
 
 def parse_baselines(text: str) -> tuple[str, ...]:

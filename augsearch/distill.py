@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from augsearch import files
 from augsearch.loader import Normaliser, plain_batches
+from augsearch.mixing import MixSettings, mix_batch
 from augsearch.policy import KDSettings
 from augsearch.runtime import Runtime
 from augsearch.space import TrainSettings
@@ -116,9 +117,36 @@ def distillation_loss(
     teacher_logits: torch.Tensor | None,
     targets: torch.Tensor,
     kd: KDSettings | None,
+    targets_b: torch.Tensor | None = None,
+    lam: float = 1.0,
 ) -> dict[str, torch.Tensor]:
     """The loss ``kd`` names (the one place that dispatches on ``kd.loss``); cross-entropy alone when
-    there is no teacher output or no KD settings."""
+    there is no teacher output or no KD settings.
+
+    A batch mixed by :func:`augsearch.mixing.mix_batch` has two label sets: every part is then
+    ``lam · loss(targets) + (1 − lam) · loss(targets_b)``, mixup's own criterion (Zhang et al. 2018,
+    facebookresearch/mixup-cifar10 ``mixup_criterion``; CutMix, Yun et al. 2019, does the same). The
+    teacher's logits are computed on the mixed images (function matching, Beyer et al. 2022), so
+    Hinton's KD term, which reads no label, comes out unchanged: α·KD + (1 − α)·(λ·CE_a + (1 − λ)·CE_b).
+    DKD's split into target and non-target classes needs *a* target class, and a mixed image has
+    two; we take λ·DKD(y_a) + (1 − λ)·DKD(y_b), each with its own TCKD/NCKD split, the same
+    linear-in-the-label rule as the cross-entropy (Zhao et al. 2022 define DKD for one label only;
+    this is our extension, not the paper's). With ``lam == 1`` (or no ``targets_b``) the loss is the
+    unmixed one, computed once.
+    """
+    if targets_b is None or lam == 1.0:
+        return _loss(student_logits, teacher_logits, targets, kd)
+    part_a = _loss(student_logits, teacher_logits, targets, kd)
+    part_b = _loss(student_logits, teacher_logits, targets_b, kd)
+    return {key: lam * part_a[key] + (1 - lam) * part_b[key] for key in part_a}
+
+
+def _loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor | None,
+    targets: torch.Tensor,
+    kd: KDSettings | None,
+) -> dict[str, torch.Tensor]:
     if teacher_logits is None or kd is None:
         return hinton_loss(student_logits, None, targets, 1.0, 0.0)
     if kd.loss == "dkd":
@@ -161,12 +189,15 @@ def evaluate(
 
 @dataclass
 class TrainResult:
-    """What one training run measured; ``val_accuracy`` has one entry per evaluated epoch."""
+    """What one training run measured; ``val_accuracy`` has one entry per evaluated epoch.
+    ``mixed_batches`` of ``batches`` were mixed (mixup/CutMix), counted over the epochs trained."""
 
     val_accuracy: list[float] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
     seconds: float = 0.0
     images: int = 0
+    batches: int = 0
+    mixed_batches: int = 0
 
     @property
     def images_per_second(self) -> float:
@@ -200,6 +231,8 @@ def train_student(
     on_epoch: Callable[[int, float], None] | None = None,
     description: str = "train",
     checkpoint: Path | None = None,
+    mix: MixSettings | None = None,
+    mix_seed: int | None = None,
 ) -> TrainResult:
     """Train ``student`` for ``settings.epochs`` epochs over ``batches`` (a loader of uint8 batches).
 
@@ -213,6 +246,14 @@ def train_student(
     there (atomically) after every epoch, and a run finding that file resumes after its last epoch:
     a killed run loses at most one epoch and ends with the same number of epochs and the same schedule.
     (The data order after a resume is drawn afresh; it is not replayed.)
+
+    With ``mix`` (mixup or CutMix, :mod:`augsearch.mixing`) each normalised batch is mixed before the
+    teacher and the student see it, and the loss uses both label sets (:func:`distillation_loss`).
+    The draws come from a generator of their own, seeded with ``mix_seed``, or else with
+    ``torch.initial_seed()`` (the last ``torch.manual_seed``, e.g. :func:`augsearch.runtime.seed_everything`)
+    offset so that it does not replay the stream that initialised the model: the same seed, the same
+    mixed batches. The draws are made on the CPU, so mixing adds no host sync. After a resume they
+    restart from the seed, like the data order.
     """
     runtime = normalise.runtime
     student.to(runtime.device, memory_format=runtime.memory_format).train()
@@ -220,6 +261,9 @@ def train_student(
     if use_teacher:
         freeze(teacher.to(runtime.device, memory_format=runtime.memory_format))
     optimiser, schedule = make_optimiser(student, settings, settings.epochs * len(batches))
+    mixing = mix if mix is not None and mix.active else None
+    generator = torch.Generator()
+    generator.manual_seed(torch.initial_seed() ^ _MIX_SALT if mix_seed is None else mix_seed)
     result = TrainResult()
     first = _resume(checkpoint, student, optimiser, schedule, result, runtime) if checkpoint else 0
     for epoch in range(first, settings.epochs):
@@ -228,16 +272,22 @@ def train_student(
         steps = tqdm(batches, desc=f"{description} epoch {epoch + 1}/{settings.epochs}", leave=False)
         for step, (images, labels) in enumerate(steps):
             images, labels = normalise(images), labels.to(runtime.device, non_blocking=True)
+            labels_b, lam = None, 1.0
+            if mixing is not None:
+                mixed = mix_batch(images, labels, mixing, generator)
+                images, labels_b, lam = mixed.images, mixed.labels_b, mixed.lam
+                result.mixed_batches += int(mixed.applied)
             targets = teacher_logits(teacher, images, runtime) if use_teacher else None
             with runtime.autocast():
                 logits = student(images)
-            loss = distillation_loss(logits, targets, labels, kd if use_teacher else None)
+            loss = distillation_loss(logits, targets, labels, kd if use_teacher else None, labels_b, lam)
             optimiser.zero_grad(set_to_none=True)
             loss["total"].backward()
             optimiser.step()
             schedule.step()
             running += loss["total"].detach() * len(labels)
             count += len(labels)
+            result.batches += 1
             if step % _CHECK_EVERY == 0:  # a host sync: not every step, which would stall a GPU
                 _check_finite(running, epoch)
         _check_finite(running, epoch)
@@ -255,6 +305,7 @@ def train_student(
 
 
 _CHECK_EVERY = 16
+_MIX_SALT = 0x6D6978  # "mix": the mixing stream is not the one torch.manual_seed started
 
 
 def _save(path: Path, epochs_done: int, model: nn.Module, optimiser, schedule, result: TrainResult) -> None:
@@ -270,6 +321,8 @@ def _save(path: Path, epochs_done: int, model: nn.Module, optimiser, schedule, r
                 "train_loss": result.train_loss,
                 "seconds": result.seconds,
                 "images": result.images,
+                "batches": result.batches,
+                "mixed_batches": result.mixed_batches,
             },
         },
     )

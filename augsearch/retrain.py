@@ -43,9 +43,8 @@ def searched(study: optuna.Study, top: int = 1) -> list[Candidate]:
     for trial in ranked:
         policy = Policy.from_dict(trial.user_attrs["policy_json"])
         name = "searched" if trial.number == ranked[0].number else f"searched #{len(out) + 1}"
-        out.append(
-            Candidate(f"{name} (trial {trial.number})", build_transform(policy), policy.kd, trial.number)
-        )
+        label = f"{name} (trial {trial.number})"
+        out.append(Candidate(label, build_transform(policy), policy.kd, trial.number, policy.mix))
     return out
 
 
@@ -65,7 +64,8 @@ def _settings(workspace: Workspace, epochs: int | None) -> TrainSettings:
 
 
 def run_key(candidate: Candidate, settings: TrainSettings, student: str, seed: int) -> str:
-    """A readable, stable file name for one run: the same policy, budget and seed always map to it."""
+    """A readable, stable file name for one run: the same policy, budget and seed always map to it.
+    Batch mixing enters the recipe only when it can mix, so runs without it keep their old names."""
     recipe = {
         "transform": A.to_dict(candidate.transform) if candidate.transform else None,
         "kd": candidate.kd.to_dict() if candidate.kd else None,
@@ -73,6 +73,8 @@ def run_key(candidate: Candidate, settings: TrainSettings, student: str, seed: i
         "student": student,
         "seed": seed,
     }
+    if candidate.mix.active:
+        recipe["mix"] = candidate.mix.to_dict()
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:10]
     slug = re.sub(r"[^a-z0-9]+", "-", candidate.name.lower()).strip("-")
     return f"{slug}-s{seed}-{digest}"
@@ -106,7 +108,7 @@ def retrain_run(
     start = time.perf_counter()
     result = train_student(
         student, batches, settings, workspace.normalise, teacher if candidate.kd else None, kd,
-        description=f"{candidate.name} seed {seed}", checkpoint=checkpoint,
+        description=f"{candidate.name} seed {seed}", checkpoint=checkpoint, mix=candidate.mix,
     )  # fmt: skip
     accuracy = evaluate(student, data.x_test, data.y_test, workspace.normalise)
     state = {k: v.detach().cpu() for k, v in student.state_dict().items()}
@@ -120,6 +122,8 @@ def retrain_run(
         "seed": seed,
         "student": space.student,
         "kd": candidate.kd.to_dict() if candidate.kd else None,
+        "mix": candidate.mix.to_dict(),
+        "mixed_batches": result.mixed_batches,
         **{k: v for k, v in asdict(settings).items() if k != "subset"},
         "optimiser": "sgd-nesterov-0.9",
         "test_accuracy": accuracy,

@@ -183,6 +183,7 @@ def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float]:
                 (x_val, y_val),
                 on_epoch,
                 description=f"trial {trial.number}",
+                mix=policy.mix,
             )
         except NonFiniteLoss as error:
             trial.set_user_attr("pruned_reason", str(error))
