@@ -4,12 +4,15 @@ A search costs trials x seconds per trial, so the figure that matters is how clo
 comes to what the hardware allows. For the space's trial setup (dataset, teacher, student, trial
 batch size, a representative policy) it measures, each after a warm-up that is not counted:
 
-(a) the augmentation pipeline alone, through the trial's loader and its worker processes;
+(a) the augmentation pipeline alone, through the trial's loader and its worker processes; and its
+    cost per image in this process, through :func:`augsearch.loader.augment` (the compiled path) and
+    through the plain ``Compose`` called per image (the same images, byte for byte);
 (b) the student's training step alone, on batches already normalised on the device;
 (c) the teacher's inference alone;
 (d) the full KD trial step: loader + teacher + student, through :func:`augsearch.distill.train_student`;
 (e) a naive loop in the style of a first KD script: each image augmented in the training loop in the
-    main process, no workers, the teacher's outputs computed with autograd on, default memory format;
+    main process by calling the plain ``Compose`` (``transform(image=...)``, not the loader's compiled
+    path), no workers, the teacher's outputs computed with autograd on, default memory format;
 
 then the compute bound ``1 / (1/b + 1/c)`` (student and teacher back to back on the same device, data
 for free), the efficiency ``d / bound``, the speed-up ``d / e``; on CPU also the bound once augmentation
@@ -44,6 +47,7 @@ import numpy as np
 import optuna
 import torch
 
+from augsearch.compiled import compile_pipeline
 from augsearch.data import load_dataset, validation_split
 from augsearch.distill import evaluate, freeze, hinton_loss, make_optimiser, teacher_logits, train_student
 from augsearch.loader import Normaliser, augment, make_loader
@@ -105,6 +109,29 @@ def _augment_rate(x, y, transform, batch_size: int, runtime: Runtime, seed: int,
 
     batches = forever()
     return _rate(lambda: len(next(batches)[1]), seconds, runtime)
+
+
+def _augment_cost_us(x: np.ndarray, transform, batch_size: int, seconds: float) -> dict[str, float]:
+    """Microseconds per image in this process: ``augment`` (compiled) and ``Compose`` per image.
+
+    The two alternate batch by batch on the same images, and each figure is the median, so load
+    from anything else on the machine falls on both alike. Two copies of the pipeline, one each.
+    """
+    compiled, plain = copy.deepcopy(transform), copy.deepcopy(transform)
+    ways = {
+        "compiled": lambda batch: augment(batch, compiled),
+        "compose": lambda batch: [plain(image=image) for image in batch],
+    }
+    times: dict[str, list[float]] = {name: [] for name in ways}
+    start, position = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds or len(times["compose"]) < WARMUP_BATCHES + 3:
+        batch = x[position : position + batch_size]
+        position = position + batch_size if position + 2 * batch_size <= len(x) else 0
+        for name, way in ways.items():
+            begin = time.perf_counter()
+            way(batch)
+            times[name].append((time.perf_counter() - begin) / len(batch) * 1e6)
+    return {name: float(np.median(values[WARMUP_BATCHES:])) for name, values in times.items()}
 
 
 class _Timed:
@@ -216,6 +243,10 @@ def bench(
 
     say("(a) augmentation alone, through the loader's workers")
     figures["augment_img_s"] = _augment_rate(x_sub, y_sub, transform, batch_size, runtime, seed, seconds)
+    cost = _augment_cost_us(x_sub, transform, batch_size, seconds / 2)
+    figures["augment_us_per_image"] = cost["compiled"]
+    figures["compose_us_per_image"] = cost["compose"]
+    figures["augment_compiled"] = compile_pipeline(transform) is not None
 
     ready = normalise(torch.from_numpy(augment(x_sub[:batch_size], transform)))
     labels = torch.from_numpy(y_sub[:batch_size]).to(runtime.device)
@@ -286,7 +317,11 @@ def bench(
 
 
 def _naive_rate(space, data, x_sub, y_sub, teacher, kd, normalise, settings, seconds) -> float:
-    """(e): what a first script does; same models, data, policy and loss as (d), default memory format."""
+    """(e): what a first script does; same models, data, policy and loss as (d), default memory format.
+
+    Augmentation is the plain ``Compose`` called image by image, as such a script calls it: never
+    ``loader.augment``, so the loader's compiled path does not speed up the baseline.
+    """
     runtime = normalise.runtime
     naive_teacher = copy.deepcopy(teacher).to(memory_format=torch.contiguous_format)
     for parameter in naive_teacher.parameters():
@@ -330,6 +365,11 @@ def format_figures(figures: dict[str, Any]) -> str:
         ("teacher -> student", f"{figures['teacher']} -> {figures['student']}"),
         ("trial batch size", f"{figures['batch_size']}"),
         ("(a) augmentation alone (workers)", f"{figures['augment_img_s']:,.0f} img/s"),
+        (
+            "    per image: augment / plain Compose",
+            f"{figures['augment_us_per_image']:.0f} / {figures['compose_us_per_image']:.0f} us"
+            + ("" if figures["augment_compiled"] else " (not compiled: Compose applies it)"),
+        ),
         ("(b) student training step alone", f"{figures['student_step_img_s']:,.0f} img/s"),
         ("(c) teacher inference alone", f"{figures['teacher_img_s']:,.0f} img/s"),
         ("compute bound 1/(1/b + 1/c)", f"{figures['compute_bound_img_s']:,.0f} img/s"),

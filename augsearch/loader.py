@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
+from augsearch.compiled import compile_pipeline
 from augsearch.runtime import Runtime
 
 
@@ -38,11 +39,15 @@ def augment(images: np.ndarray, transform) -> np.ndarray:
 
     The one place images meet albumentations: the loader's workers, the proxy and the bench all
     call it, so "the same seeded Compose over the same images in the same order" gives the same
-    pixels whichever of them runs it. ``transform=None`` returns the images unchanged.
+    pixels whichever of them runs it, and the same pixels as calling the Compose on each image
+    (:mod:`augsearch.compiled`). ``transform=None`` returns the images unchanged.
     """
     if transform is None:
         return np.ascontiguousarray(images)
-    out = np.stack([transform(image=image)["image"] for image in images])
+    # The same draws and pixels as transform(image=...), without Compose's per-call bookkeeping
+    # (1.5x faster on the default space); what it cannot reproduce exactly, Compose applies itself.
+    apply = compile_pipeline(transform) or (lambda image: transform(image=image)["image"])
+    out = np.stack([apply(image) for image in images])
     if out.ndim == 3:  # some albumentations ops drop a singleton channel axis
         out = out[..., None]
     return np.ascontiguousarray(out)

@@ -19,12 +19,26 @@ def test_bench_measures_and_prints_every_figure(tmp_path):
     figures = json.loads(result.stdout)
     for key in (*RATES, "naive_img_s", "efficiency", "speedup_over_naive", "optuna_seconds_per_trial"):
         assert figures[key] > 0, key
+    assert figures["augment_compiled"] is True  # the smoke policy takes the loader's compiled path
+    assert figures["augment_us_per_image"] > 0 and figures["compose_us_per_image"] > 0
     assert 0 < figures["optuna_fraction"] < 1
     assert figures["peak_rss_mb"]["main"] > 0
     bound = 1 / (1 / figures["student_step_img_s"] + 1 / figures["teacher_img_s"])
     assert abs(figures["compute_bound_img_s"] - bound) / bound < 1e-3
     table = format_figures(figures)
-    labels = ("(a)", "(b)", "(c)", "(d)", "(e)", "efficiency", "on the cores", "speed-up", "Optuna", "RSS")
+    labels = (
+        "(a)",
+        "per image: augment / plain Compose",
+        "(b)",
+        "(c)",
+        "(d)",
+        "(e)",
+        "efficiency",
+        "on the cores",
+        "speed-up",
+        "Optuna",
+        "RSS",
+    )
     for label in labels:
         assert label in table
     assert not list(tmp_path.iterdir())  # the bench writes nothing
