@@ -23,8 +23,8 @@ import albumentations as A
 
 from augsearch.errors import UserError
 from augsearch.mixing import NO_MIXING, MixSettings
-from augsearch.ops import make_op, op_names
-from augsearch.policy import KDSettings, Policy, build_transform
+from augsearch.ops import op_names
+from augsearch.policy import KDSettings, Policy, build_transform, randaugment_block, trivial_block
 
 BASELINES = ("none", "standard", "randaugment", "trivialaugment", "student-alone")
 # RandAugment's list (identity, autocontrast, equalize, rotate, solarize, color, posterize, contrast,
@@ -33,6 +33,7 @@ RANDAUGMENT_OPS = (
     "AutoContrast", "Equalize", "Rotate", "Solarize", "Posterize",
     "RandomBrightnessContrast", "Sharpen", "Affine", "HueSaturationValue",
 )  # fmt: skip
+RANDAUGMENT_N, RANDAUGMENT_M = 2, 0.3  # ops per image, magnitude (M=9 of RandAugment's 30)
 
 
 @dataclass(frozen=True)
@@ -63,10 +64,10 @@ def baseline(name: str, standard: Policy, kd: KDSettings, channels: int) -> Cand
     usable = op_names(channels)
     extra: list[A.BasicTransform] = []
     if name == "randaugment":
-        ops = [make_op(op, 0.3, 1.0) for op in RANDAUGMENT_OPS if op in usable]
-        extra = [A.SomeOf([A.NoOp(p=1.0), *ops], n=2, replace=True, p=1.0)]
+        ops = [op for op in RANDAUGMENT_OPS if op in usable]
+        extra = [randaugment_block(ops, RANDAUGMENT_N, RANDAUGMENT_M)]
     elif name == "trivialaugment":
-        extra = [A.OneOf([A.NoOp(p=1.0), *[make_op(op, 1.0, 1.0) for op in usable]], p=1.0)]
+        extra = [trivial_block(usable)]
     elif name not in BASELINES:
         raise UserError(f"unknown baseline '{name}'; choose from {', '.join(BASELINES)} or all")
     if name == "none":

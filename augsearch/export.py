@@ -1,8 +1,14 @@
-"""The exported policy file: albumentations' own dict plus KD settings and provenance, versioned.
+"""The exported policy file: albumentations' own dict, the policy as data, KD, mixing, provenance.
 
-``data["albumentations"]`` is exactly what ``A.to_dict`` returns, so anyone can rebuild the
-pipeline with ``A.from_dict(data["albumentations"])`` without augsearch installed. The
-``schema_version`` lets a later augsearch refuse or upgrade an older file instead of misreading it.
+``data["albumentations"]`` is exactly what ``A.to_dict`` returns (the per-image pipeline, with
+OneOf/SomeOf/Sequential as the policy's structure needs), so anyone can rebuild the pipeline with
+``A.from_dict(data["albumentations"])`` without augsearch installed. ``data["policy"]`` is the policy as
+plain data (fixed stages, slot ops, sub-policies, RandAugment, TrivialAugment, erasing), and ``"kd"``
+and ``"mixing"`` hold the settings albumentations has no place for. The ``schema_version`` lets a later
+augsearch refuse or upgrade an older file instead of misreading it:
+
+- 1: no ``"mixing"`` key (read as no mixing, or as ``policy.mix`` where a file has one);
+- 2: ``"mixing"`` beside ``"kd"``.
 """
 
 from __future__ import annotations
@@ -20,16 +26,19 @@ import optuna
 
 from augsearch import files
 from augsearch.errors import UserError
+from augsearch.mixing import NO_MIXING, MixSettings
 from augsearch.policy import KDSettings, Policy, build_transform
 from augsearch.validate import check_policy_document
 
 FORMAT = "augsearch-policy"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
 class LoadedPolicy:
-    """What :func:`load_policy` returns: the ready pipeline, the KD settings and where they came from."""
+    """What :func:`load_policy` returns: the ready per-image pipeline, the policy as data, where it came
+    from; ``kd`` and ``mix`` are the policy's KD and batch-mixing settings
+    (``augsearch.mixing.mix_batch(images, labels, loaded.mix, generator)`` applies the latter)."""
 
     transform: A.Compose
     policy: Policy
@@ -38,6 +47,10 @@ class LoadedPolicy:
     @property
     def kd(self) -> KDSettings:
         return self.policy.kd
+
+    @property
+    def mix(self) -> MixSettings:
+        return self.policy.mix
 
 
 def versions() -> dict[str, str]:
@@ -51,12 +64,14 @@ def versions() -> dict[str, str]:
 
 
 def policy_document(policy: Policy, provenance: dict[str, Any]) -> dict[str, Any]:
+    data = policy.to_dict()
     return {
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
         "albumentations": A.to_dict(build_transform(policy)),
-        "policy": {key: value for key, value in policy.to_dict().items() if key != "kd"},
-        "kd": policy.to_dict()["kd"],
+        "policy": {key: value for key, value in data.items() if key not in ("kd", "mix")},
+        "kd": data["kd"],
+        "mixing": data["mix"],
         "provenance": {**provenance, "versions": versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
     }
 
@@ -89,11 +104,14 @@ def load_policy(path: str | Path) -> LoadedPolicy:
         raise UserError(
             f"{path}: schema_version {version} is newer than this augsearch reads ({SCHEMA_VERSION}); upgrade"
         )
+    check_policy_document(document, path)
+    section = document["policy"]
+    # Upgrade: a version-1 file has no "mixing"; it mixes nothing unless its policy data says so.
+    mixing = document["mixing"] if version >= 2 else section.get("mix", NO_MIXING.to_dict())
     try:
-        policy = Policy.from_dict({**document["policy"], "kd": document["kd"]})
+        policy = Policy.from_dict({**section, "kd": document["kd"], "mix": mixing})
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise UserError(f"{path}: malformed policy or kd section ({type(error).__name__}: {error})") from None
-    check_policy_document(document, path)
     pipeline = document.get("albumentations")
     try:
         transform = A.from_dict(pipeline)

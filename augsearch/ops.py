@@ -163,6 +163,34 @@ OPS: dict[str, Op] = {
 }
 
 
+# The ``erasing`` structure of a space (Cutout: DeVries & Taylor 2017, "Improved Regularization of
+# Convolutional Neural Networks with Cutout"): one square hole whose side is ``size`` of the image side,
+# filled with 0, placed anywhere. The paper's CIFAR-10 setting, 16 of 32 pixels, is size 0.5. Unlike the
+# catalogue's CoarseDropout row (1-4 holes, each side drawn up to 0.3 of the image), the searched
+# quantity is the hole's size itself, as in the paper. Sizes stop at MAX_ERASING_SIZE: albumentations
+# reads a float 1.0 as one pixel.
+MAX_ERASING_SIZE = 0.9
+ERASING = _op(
+    "CoarseDropout",
+    "erasing",
+    lambda size: {
+        "num_holes_range": (1, 1),
+        "hole_height_range": (size, size),
+        "hole_width_range": (size, size),
+        "fill": 0,
+    },
+)
+
+
+def make_erasing(size: float, p: float) -> A.BasicTransform:
+    """Cutout with probability ``p``: one hole of side ``size`` (a fraction of the image side)."""
+    if not 0.0 <= size <= MAX_ERASING_SIZE:
+        raise UserError(f"erasing: size must be in [0, {MAX_ERASING_SIZE}], got {size}")
+    if not 0.0 <= p <= 1.0:
+        raise UserError(f"erasing: probability must be in [0, 1], got {p}")
+    return ERASING.make(float(size), float(p))
+
+
 def op_names(channels: int) -> tuple[str, ...]:
     """Names usable on images with ``channels`` channels (colour ops are left out for grey images)."""
     if channels not in (1, 3):

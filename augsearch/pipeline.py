@@ -34,6 +34,7 @@ from augsearch.study import (
     requeue_interrupted,
     trial_subset,
 )
+from augsearch.warmstart import enqueue_warm_starts
 from augsearch.workspace import Workspace, open_workspace, teacher_for
 
 
@@ -104,6 +105,7 @@ def run(options: RunOptions) -> tuple[str, Path]:
     if options.storage is None:
         study_dir.mkdir(parents=True, exist_ok=True)
     study = open_study(name, storage, space, data.name, seed)
+    enqueue_warm_starts(study, space, data.channels)  # the space's baselines first, once per study
     if options.storage is None and (stale := requeue_interrupted(study)):
         tqdm.write(f"re-queued {stale} trial(s) left running by an interrupted run")
     study_dir.mkdir(parents=True, exist_ok=True)

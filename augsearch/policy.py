@@ -1,14 +1,23 @@
 """A policy is plain data; the albumentations pipeline is built from it by a pure function.
 
-A :class:`Policy` holds the fixed stages, the searched op slots (op, probability, magnitude) and the
-distillation settings sampled with them. :func:`sample_policy` asks an Optuna trial for those
-values; replaying it on ``optuna.trial.FixedTrial(best.params)`` rebuilds the same policy, which is
-how the retrain and the export recover a trial's policy without storing code.
+A :class:`Policy` holds the fixed stages, the searched per-image structure (op slots, AutoAugment
+sub-policies, RandAugment's N and M, TrivialAugment, Cutout), the batch mixing and the distillation
+settings sampled with them. :func:`sample_policy` asks an Optuna trial for those values; replaying it
+on ``optuna.trial.FixedTrial(best.params)`` rebuilds the same policy, which is how the retrain and the
+export recover a trial's policy without storing code. Every op is built by ``augsearch/ops.py``, the
+one magnitude table.
+
+Optuna parameter names, by structure (fixed names, so the sampler sees the same dimensions whatever
+ops are chosen, and older studies replay): ``op{i}``/``op{i}_p``/``op{i}_m`` (slots);
+``sp{k}_op{j}``/``_p``/``_m`` (sub-policies); ``ra_n``, ``ra_m`` (RandAugment); ``erasing_p``,
+``erasing_size``; ``fixed_on``; ``mix_kind``, ``mix_p``, ``mix_alpha``; ``kd_loss``, ``temperature``,
+``alpha``, ``beta``; and for a trial's budget ``lr``, ``epochs``, ``batch_size``. A range with
+``low == high`` is a fixed value and no parameter at all.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 # Imported via ops, which sets NO_ALBUMENTATIONS_UPDATE first.
@@ -16,15 +25,50 @@ import albumentations as A
 import optuna
 
 from augsearch.mixing import NO_MIXING, MixSettings
-from augsearch.ops import make_op, op_names
-from augsearch.space import KD_LOSSES, Range, Space, Stage
+from augsearch.ops import make_erasing, make_op, op_names
+from augsearch.space import KD_LOSSES, IntRange, Range, Space, Stage, TrainSettings
 
 
 @dataclass(frozen=True)
 class OpChoice:
+    """One op applied with probability ``p`` at ``magnitude`` (AutoAugment's triple)."""
+
     name: str
     p: float
     magnitude: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "p": self.p, "magnitude": self.magnitude}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OpChoice:
+        return cls(str(data["name"]), float(data["p"]), float(data["magnitude"]))
+
+
+@dataclass(frozen=True)
+class RandAugment:
+    """RandAugment (Cubuk et al., CVPR Workshops 2020): ``n`` ops per image drawn uniformly with
+    replacement from ``ops`` plus the identity, each applied at the shared ``magnitude`` M."""
+
+    n: int
+    magnitude: float
+    ops: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Trivial:
+    """TrivialAugment (Müller & Hutter, ICCV 2021): one op per image, chosen uniformly from ``ops``
+    plus the identity, at magnitude 1, which with our ops draws the strength uniformly up to the maximum."""
+
+    ops: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Erasing:
+    """Cutout (DeVries & Taylor 2017) with probability ``p``: one hole of side ``size`` of the image's."""
+
+    p: float
+    size: float
 
 
 @dataclass(frozen=True)
@@ -71,16 +115,35 @@ class KDSettings:
 
 @dataclass(frozen=True)
 class Policy:
+    """What a trial searched, as data. Per image: ``fixed`` stages, then the slot ``ops`` in turn, one
+    of the ``subpolicies`` (each a sequence of ops), ``randaugment``, ``trivial``, ``erasing``; then per
+    batch ``mix``; and the ``kd`` settings. A space produces one structure; the data allows any mix."""
+
     fixed: tuple[Stage, ...]
     ops: tuple[OpChoice, ...]
     kd: KDSettings
     mix: MixSettings = NO_MIXING  # batch mixing after the per-image pipeline (augsearch/mixing.py)
+    subpolicies: tuple[tuple[OpChoice, ...], ...] = ()
+    randaugment: RandAugment | None = None
+    trivial: Trivial | None = None
+    erasing: Erasing | None = None
 
     def describe(self) -> str:
-        """One line per searched op, then the KD settings: what a person reads in a report."""
-        lines = [f"{op.name:<24} p={op.p:.2f} m={op.magnitude:.2f}" for op in self.ops] or [
-            "(no searched ops)"
-        ]
+        """The fixed stages, one line per searched part, then the KD settings: what a person reads."""
+        lines = ["fixed: " + (", ".join(stage.name for stage in self.fixed) or "none")]
+        lines += [f"{op.name:<24} p={op.p:.2f} m={op.magnitude:.2f}" for op in self.ops]
+        for index, sub in enumerate(self.subpolicies):
+            ops = ", ".join(f"{op.name} p={op.p:.2f} m={op.magnitude:.2f}" for op in sub)
+            lines.append(f"sub-policy {index + 1}: {ops}")
+        if self.randaugment:
+            ra = self.randaugment
+            lines.append(f"RandAugment: N={ra.n}, M={ra.magnitude:.2f} over {len(ra.ops)} ops + identity")
+        if self.trivial:
+            lines.append(f"TrivialAugment: one of {len(self.trivial.ops)} ops + identity, uniform strength")
+        if self.erasing:
+            lines.append(f"erasing (Cutout): p={self.erasing.p:.2f}, size={self.erasing.size:.2f}")
+        if len(lines) == 1:
+            lines.append("(no searched ops)")
         beta = "" if self.kd.beta is None else f", beta={self.kd.beta:.2f}"
         lines.append(f"KD: {self.kd.loss}, T={self.kd.temperature:.2f}, alpha={self.kd.alpha:.2f}{beta}")
         if self.mix.active:
@@ -88,25 +151,51 @@ class Policy:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready data: what a trial stores and what the exported file carries."""
-        return {
+        """Plain JSON-ready data: what a trial stores and what the exported file carries. A structure's
+        key appears only when the policy has it, so slot policies read as they always have."""
+        data: dict[str, Any] = {
             "fixed": [{"name": stage.name, "args": dict(stage.args)} for stage in self.fixed],
-            "ops": [{"name": op.name, "p": op.p, "magnitude": op.magnitude} for op in self.ops],
+            "ops": [op.to_dict() for op in self.ops],
             "kd": self.kd.to_dict(),
             "mix": self.mix.to_dict(),
         }
+        if self.subpolicies:
+            data["subpolicies"] = [[op.to_dict() for op in sub] for sub in self.subpolicies]
+        if self.randaugment:
+            ra = self.randaugment
+            data["randaugment"] = {"n": ra.n, "magnitude": ra.magnitude, "ops": list(ra.ops)}
+        if self.trivial:
+            data["trivial"] = {"ops": list(self.trivial.ops)}
+        if self.erasing:
+            data["erasing"] = {"p": self.erasing.p, "size": self.erasing.size}
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Policy:
-        """The inverse of :meth:`to_dict`; ``KeyError``/``TypeError``/``ValueError`` on malformed data."""
+        """The inverse of :meth:`to_dict`; ``KeyError``/``TypeError``/``ValueError`` on malformed data.
+        Older data (only fixed, ops, kd and perhaps mix) reads as slots without mixing."""
+        ra, trivial, erasing = data.get("randaugment"), data.get("trivial"), data.get("erasing")
         return cls(
             fixed=tuple(Stage(str(stage["name"]), dict(stage.get("args", {}))) for stage in data["fixed"]),
-            ops=tuple(
-                OpChoice(str(op["name"]), float(op["p"]), float(op["magnitude"])) for op in data["ops"]
-            ),
+            ops=tuple(OpChoice.from_dict(op) for op in data["ops"]),
             kd=KDSettings.from_dict(data["kd"]),
-            mix=MixSettings.from_dict(data["mix"]) if "mix" in data else NO_MIXING,  # older files: none
+            mix=MixSettings.from_dict(data["mix"]) if "mix" in data else NO_MIXING,
+            subpolicies=tuple(
+                tuple(OpChoice.from_dict(op) for op in sub) for sub in data.get("subpolicies", [])
+            ),
+            randaugment=None
+            if ra is None
+            else RandAugment(_count(ra["n"]), float(ra["magnitude"]), tuple(str(op) for op in ra["ops"])),
+            trivial=None if trivial is None else Trivial(tuple(str(op) for op in trivial["ops"])),
+            erasing=None if erasing is None else Erasing(float(erasing["p"]), float(erasing["size"])),
         )
+
+
+def _count(value: Any) -> int:
+    """An integer count from JSON: 2 or 2.0, not 2.5 or true."""
+    if isinstance(value, bool) or not float(value).is_integer() or value < 0:
+        raise ValueError(f"expected a non-negative integer, got {value!r}")
+    return int(value)
 
 
 def _suggest(trial: optuna.Trial, name: str, value: Range) -> float:
@@ -115,31 +204,118 @@ def _suggest(trial: optuna.Trial, name: str, value: Range) -> float:
     return trial.suggest_float(name, value.low, value.high, log=value.log)
 
 
-def sample_policy(trial: optuna.Trial, space: Space, channels: int) -> Policy:
-    """Ask the trial for every searched value of ``space``: per slot an op, its p and its magnitude.
+def _suggest_int(trial: optuna.Trial, name: str, value: IntRange) -> int:
+    return value.low if value.low == value.high else trial.suggest_int(name, value.low, value.high)
 
-    Slot parameters are named by slot, not by op (``op0``, ``op0_p``, ``op0_m``), so the sampler
-    sees a fixed number of dimensions whatever ops are chosen.
-    """
+
+def op_choices(space: Space, channels: int) -> list[str]:
+    """The ops a trial may choose: the space's allow-list (or the catalogue) less its deny-list, less
+    the colour ops on grey data; in the order the space lists them."""
     allowed = op_names(channels)
-    choices = [name for name in (space.policy.ops or allowed) if name in allowed]
-    ops = []
-    for slot in range(space.policy.slots if choices else 0):
-        name = trial.suggest_categorical(f"op{slot}", choices)
-        p = trial.suggest_float(f"op{slot}_p", 0.0, 1.0)
-        magnitude = trial.suggest_float(f"op{slot}_m", 0.0, 1.0)
-        ops.append(OpChoice(name, p, magnitude))
+    excluded = set(space.policy.exclude)
+    return [name for name in (space.policy.ops or allowed) if name in allowed and name not in excluded]
+
+
+def _op(trial: optuna.Trial, name: str, choices: list[str]) -> OpChoice:
+    """One searched op: which (categorical ``name``), its p and magnitude (``name_p``, ``name_m``)."""
+    op = trial.suggest_categorical(name, choices)
+    return OpChoice(
+        op, trial.suggest_float(f"{name}_p", 0.0, 1.0), trial.suggest_float(f"{name}_m", 0.0, 1.0)
+    )
+
+
+def sample_mixing(trial: optuna.Trial, space: Space) -> MixSettings:
+    """The batch mixing of a trial; ``mix_p`` and ``mix_alpha`` exist only in trials whose kind mixes."""
+    kinds = space.mixing.kinds
+    kind = kinds[0] if len(kinds) == 1 else trial.suggest_categorical("mix_kind", list(kinds))
+    if kind == "none":
+        return NO_MIXING
+    return MixSettings(
+        kind, _suggest(trial, "mix_p", space.mixing.p), _suggest(trial, "mix_alpha", space.mixing.alpha)
+    )
+
+
+def sample_training(trial: optuna.Trial, space: Space) -> TrainSettings:
+    """A trial's budget: ``space.trial`` with the searched ``lr``, ``epochs`` and ``batch_size``."""
+    search, settings = space.trial_search, space.trial
+    if search.lr is not None:
+        settings = replace(settings, lr=_suggest(trial, "lr", search.lr))
+    if search.epochs:
+        settings = replace(settings, epochs=trial.suggest_categorical("epochs", list(search.epochs)))
+    if search.batch_size:
+        settings = replace(
+            settings, batch_size=trial.suggest_categorical("batch_size", list(search.batch_size))
+        )
+    return settings
+
+
+def sample_policy(trial: optuna.Trial, space: Space, channels: int) -> Policy:
+    """Ask the trial for every searched value of ``space``: its structure's ops, erasing, the fixed
+    stages' switch, the batch mixing and the KD settings (parameter names: see the module docstring)."""
+    choices, structure = op_choices(space, channels), space.policy
+    fixed = space.fixed
+    if space.fixed_searched and not trial.suggest_categorical("fixed_on", [True, False]):
+        fixed = ()
+    ops: tuple[OpChoice, ...] = ()
+    subpolicies: tuple[tuple[OpChoice, ...], ...] = ()
+    randaugment = trivial = erasing = None
+    if structure.structure == "slots" and choices:
+        ops = tuple(_op(trial, f"op{slot}", choices) for slot in range(structure.slots))
+    elif structure.structure == "subpolicies" and choices:
+        subpolicies = tuple(
+            tuple(_op(trial, f"sp{k}_op{j}", choices) for j in range(structure.length))
+            for k in range(structure.subpolicies)
+        )
+    elif structure.structure == "randaugment":
+        n = _suggest_int(trial, "ra_n", structure.n)
+        randaugment = RandAugment(n, _suggest(trial, "ra_m", structure.m), tuple(choices))
+    elif structure.structure == "trivial":
+        trivial = Trivial(tuple(choices))
+    if structure.erasing is not None:
+        erasing = Erasing(
+            _suggest(trial, "erasing_p", structure.erasing.p),
+            _suggest(trial, "erasing_size", structure.erasing.size),
+        )
+    mix = sample_mixing(trial, space)
     losses = space.kd.losses
     loss = losses[0] if len(losses) == 1 else trial.suggest_categorical("kd_loss", list(losses))
     temperature = _suggest(trial, "temperature", space.kd.temperature)
     alpha = _suggest(trial, "alpha", space.kd.alpha)
     # β exists only for DKD: a conditional parameter, absent from the trials that chose Hinton.
     beta = _suggest(trial, "beta", space.kd.beta) if loss == "dkd" and space.kd.beta else None
-    return Policy(space.fixed, tuple(ops), KDSettings(temperature, alpha, loss, beta))
+    kd = KDSettings(temperature, alpha, loss, beta)
+    return Policy(fixed, ops, kd, mix, subpolicies, randaugment, trivial, erasing)
+
+
+def randaugment_block(ops: list[str] | tuple[str, ...], n: int, magnitude: float) -> A.SomeOf:
+    """RandAugment's per-image step: ``n`` draws with replacement from the identity and ``ops``."""
+    return A.SomeOf([A.NoOp(p=1.0), *[make_op(op, magnitude, 1.0) for op in ops]], n=n, replace=True, p=1.0)
+
+
+def trivial_block(ops: list[str] | tuple[str, ...]) -> A.OneOf:
+    """TrivialAugment's per-image step: one of the identity and ``ops``, at magnitude 1 (strength
+    then drawn uniformly up to the maximum by the op itself)."""
+    return A.OneOf([A.NoOp(p=1.0), *[make_op(op, 1.0, 1.0) for op in ops]], p=1.0)
 
 
 def build_transform(policy: Policy, seed: int | None = None) -> A.Compose:
-    """The albumentations pipeline of ``policy``: fixed stages, then each searched op with its p."""
+    """The albumentations pipeline of ``policy``: fixed stages, each slot op with its p, one uniformly
+    chosen sub-policy (a ``OneOf`` of ``Sequential`` s; AutoAugment), RandAugment's ``SomeOf``,
+    TrivialAugment's ``OneOf``, Cutout. Pure: the same policy always gives the same pipeline."""
     stages = [getattr(A, stage.name)(**stage.args) for stage in policy.fixed]
     stages += [make_op(op.name, op.magnitude, op.p) for op in policy.ops]
+    if policy.subpolicies:
+        sequences = [
+            A.Sequential([make_op(op.name, op.magnitude, op.p) for op in sub], p=1.0)
+            for sub in policy.subpolicies
+        ]
+        stages.append(A.OneOf(sequences, p=1.0))
+    if policy.randaugment and policy.randaugment.n > 0:
+        stages.append(
+            randaugment_block(policy.randaugment.ops, policy.randaugment.n, policy.randaugment.magnitude)
+        )
+    if policy.trivial:
+        stages.append(trivial_block(policy.trivial.ops))
+    if policy.erasing:
+        stages.append(make_erasing(policy.erasing.size, policy.erasing.p))
     return A.Compose(stages, seed=seed)

@@ -1,8 +1,12 @@
 """Read a search-space YAML file into frozen dataclasses, refusing anything unexpected.
 
-The space is the product's language: which data, which teacher and student, which fixed stages,
-how many searched op slots over which ops, which KD settings, and the budgets of a trial and of the
-final retrain. An optional ``proxy:`` section tunes the zero-cost teacher-side proxy each trial computes
+The space is the product's language: which data, which teacher and student, which fixed stages
+(always applied, or switched on and off by the search), which searched per-image structure over which
+ops (AutoAugment-like op slots or sub-policies, RandAugment's N and M, TrivialAugment, Cutout), which
+batch mixing, which KD settings, the budgets of a trial (learning rate, epochs and batch size fixed or
+searched) and of the final retrain, the sampler and pruner, and the baselines enqueued as warm starts.
+``search_spaces/README.md`` documents the format with an example of each feature. An optional
+``proxy:`` section tunes the zero-cost teacher-side proxy each trial computes
 before training (see :class:`ProxySettings` and ``augsearch/proxy.py``). YAML is read with
 ``yaml.safe_load`` (a ``!!python/...`` tag is refused, never run), and every key is checked so that
 a typo is an error, not a silently ignored setting.
@@ -11,7 +15,8 @@ a typo is an error, not a silently ignored setting.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+import importlib.util
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +24,20 @@ import yaml
 
 from augsearch.data import SyntheticSpec
 from augsearch.errors import UserError
+from augsearch.mixing import MIX_KINDS
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
-SAMPLERS = ("tpe", "random")
+SAMPLERS = ("tpe", "random", "cmaes", "gp")  # augsearch/study.py: make_sampler
 PRUNERS = ("median", "hyperband", "none")
 SCHEDULES = ("onecycle", "cosine")
 KD_LOSSES = ("hinton", "dkd")  # augsearch/distill.py: hinton_loss, dkd_loss
+# The searched per-image structures (augsearch/policy.py builds each) and the keys that belong to each.
+STRUCTURES = {
+    "slots": ("slots",),
+    "subpolicies": ("subpolicies", "length"),
+    "randaugment": ("n", "m"),
+    "trivial": (),
+}
 # Albumentations classes a space may name as a fixed stage, besides the catalogue's ops (augsearch/ops.py):
 # the geometric, crop, pad and flip stages of the usual dataset recipes. Normalisation is not among them:
 # the pipeline must hand uint8 images to the loader, which normalises on the device (augsearch/loader.py).
@@ -82,9 +95,68 @@ class TrainSettings:
 
 
 @dataclass(frozen=True)
+class IntRange:
+    """A searched integer (Optuna ``suggest_int``); ``low == high`` fixes it."""
+
+    low: int
+    high: int
+
+
+@dataclass(frozen=True)
+class ErasingSpace:
+    """``erasing: {p: ..., size: ...}``: Cutout's probability and hole side (a fraction of the image side)."""
+
+    p: Range
+    size: Range
+
+
+@dataclass(frozen=True)
 class PolicySpace:
-    slots: int
+    """The searched per-image part of a policy, applied after the fixed stages.
+
+    ``structure`` is one of :data:`STRUCTURES`: ``slots`` (``slots`` ops applied in turn, each with its
+    own searched op, p and magnitude), ``subpolicies`` (AutoAugment: ``subpolicies`` sub-policies of
+    ``length`` such ops, one chosen uniformly per image), ``randaugment`` (N ops drawn per image, identity
+    included, at a shared magnitude M; ``n`` and ``m`` searched) or ``trivial`` (TrivialAugment: one op
+    per image, uniform op and strength; nothing searched). The ops are ``ops`` (None: the whole catalogue)
+    less ``exclude``, less the colour ops on grey data. ``erasing`` adds Cutout with searched p and size.
+    """
+
+    slots: int = 0
     ops: tuple[str, ...] | None = None  # None: every catalogue op that suits the data's channels
+    structure: str = "slots"
+    subpolicies: int = 0
+    length: int = 0
+    n: IntRange | None = None
+    m: Range | None = None
+    exclude: tuple[str, ...] = ()
+    erasing: ErasingSpace | None = None
+
+
+@dataclass(frozen=True)
+class MixSpace:
+    """``mixing: {kinds: [none, mixup, cutmix], p: ..., alpha: ...}`` (augsearch/mixing.py).
+
+    Several kinds make a categorical parameter ``mix_kind``; ``p`` (probability that a batch is mixed)
+    and ``alpha`` (λ ~ Beta(α, α)) are suggested only in trials whose kind mixes. No section: no mixing.
+    """
+
+    kinds: tuple[str, ...] = ("none",)
+    p: Range | None = None
+    alpha: Range | None = None
+
+
+@dataclass(frozen=True)
+class TrainSearch:
+    """What a trial's budget searches: ``trial: {lr: {low, high, log}, epochs: [1, 2], batch_size: [64]}``.
+
+    Empty: nothing (``space.trial`` is used as it is). The retrain's budget is never searched: the
+    searched policy and the baselines are retrained alike.
+    """
+
+    lr: Range | None = None
+    epochs: tuple[int, ...] = ()
+    batch_size: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -141,6 +213,8 @@ class StudySettings:
     seed: int = 0
     pruner: str = "median"
     pruner_args: dict[str, Any] = field(default_factory=dict)
+    sampler_args: dict[str, Any] = field(default_factory=dict)
+    warm_starts: tuple[str, ...] = ()  # baselines enqueued as the first trials (augsearch/warmstart.py)
 
 
 @dataclass(frozen=True)
@@ -160,6 +234,9 @@ class Space:
     study: StudySettings
     proxy: ProxySettings = field(default_factory=ProxySettings)
     baselines: BaselineSettings = field(default_factory=BaselineSettings)
+    fixed_searched: bool = False  # True: parameter ``fixed_on`` switches all fixed stages on or off
+    mixing: MixSpace = field(default_factory=MixSpace)
+    trial_search: TrainSearch = field(default_factory=TrainSearch)
 
 
 def find_space(name_or_path: str) -> Path:
@@ -204,6 +281,9 @@ class _Reader:
     def fail(self, key: str, what: str) -> None:
         raise UserError(f"{self.file}: {key}: {what}")
 
+    def path(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
     def take(self, key: str, kind: type | tuple[type, ...], default: Any = _REQUIRED) -> Any:
         path = f"{self.where}.{key}" if self.where else key
         if key not in self.raw:
@@ -226,7 +306,7 @@ class _Reader:
     def number(self, key: str, low: float, high: float, default: Any = _REQUIRED, kind: type = float) -> Any:
         value = self.take(key, kind, default)
         if value is not None and not low <= value <= high:
-            self.fail(f"{self.where}.{key}", f"expected a value in [{low}, {high}], got {value}")
+            self.fail(self.path(key), f"expected a value in [{low}, {high}], got {value}")
         return value
 
     def choice(self, key: str, choices: tuple[str, ...], default: Any = _REQUIRED) -> str:
@@ -236,6 +316,10 @@ class _Reader:
         return value
 
     def range(self, key: str, low: float, high: float) -> Range:
+        """``{low, high, log}``, or a plain number: fixed."""
+        if isinstance(self.raw.get(key), (int, float)) and not isinstance(self.raw.get(key), bool):
+            value = self.number(key, low, high)
+            return Range(value, value)
         sub = self.sub(key)
         lo, hi = sub.number("low", low, high), sub.number("high", low, high)
         log = sub.take("log", bool, False)
@@ -246,22 +330,147 @@ class _Reader:
             self.fail(f"{self.where}.{key}", "a log range needs low > 0")
         return Range(lo, hi, log)
 
+    def int_range(self, key: str, low: int, high: int) -> IntRange:
+        """``{low, high}`` of integers, or one integer: fixed."""
+        if isinstance(self.raw.get(key), int) and not isinstance(self.raw.get(key), bool):
+            value = self.number(key, low, high, kind=int)
+            return IntRange(value, value)
+        sub = self.sub(key)
+        lo, hi = sub.number("low", low, high, kind=int), sub.number("high", low, high, kind=int)
+        sub.done()
+        if lo > hi:
+            self.fail(f"{self.where}.{key}", f"low {lo} is greater than high {hi}")
+        return IntRange(lo, hi)
+
+    def int_choices(self, key: str, low: int, high: int, default: Any) -> tuple[int, ...]:
+        """One integer, or a list of distinct ones to choose from (a categorical parameter)."""
+        value = self.take(key, (int, list), default)
+        values = value if isinstance(value, list) else [value]
+        for index, item in enumerate(values):
+            if isinstance(item, bool) or not isinstance(item, int) or not low <= item <= high:
+                self.fail(
+                    f"{self.where}.{key}[{index}]", f"expected an integer in [{low}, {high}], got {item!r}"
+                )
+        if not values or len(set(values)) != len(values):
+            self.fail(
+                f"{self.where}.{key}",
+                f"expected an integer or a non-empty list of distinct ones, got {value!r}",
+            )
+        return tuple(values)
+
+    def names(
+        self, key: str, known: tuple[str, ...] | dict, what: str, default: Any = _REQUIRED
+    ) -> tuple[str, ...]:
+        """A list of distinct names, each one of ``known``."""
+        values = self.take(key, list, default)
+        for index, item in enumerate(values):
+            if item not in known:
+                self.fail(
+                    f"{self.where}.{key}[{index}]", f"unknown {what} {item!r}; known: {', '.join(known)}"
+                )
+        if len(set(values)) != len(values):
+            self.fail(f"{self.where}.{key}", f"expected distinct names, got {values}")
+        return tuple(values)
+
     def done(self) -> None:
         if self.raw:
             key = sorted(self.raw)[0]
             self.fail(f"{self.where}.{key}" if self.where else key, "unknown key")
 
 
-def _train(reader: _Reader) -> TrainSettings:
+def _train(reader: _Reader, searchable: bool = False) -> tuple[TrainSettings, TrainSearch]:
+    """A ``trial`` or ``retrain`` section. A trial's ``lr`` may be a range and its ``epochs`` and
+    ``batch_size`` lists of choices (see :class:`TrainSearch`); its plain settings then hold, for
+    whoever needs one value (the pruner's maximum resource, the proxy's batch, ``augsearch bench``),
+    the largest choice and the range's middle."""
+    if searchable:
+        lr = reader.range("lr", 1e-6, 10.0) if "lr" in reader.raw else Range(0.05, 0.05)
+        epochs = reader.int_choices("epochs", 1, 10_000, _REQUIRED)
+        batch_sizes = reader.int_choices("batch_size", 1, 65_536, 128)
+    else:
+        value = reader.number("lr", 1e-6, 10.0, 0.05)
+        lr = Range(value, value)
+        epochs = (reader.number("epochs", 1, 10_000, kind=int),)
+        batch_sizes = (reader.number("batch_size", 1, 65_536, 128, kind=int),)
     settings = TrainSettings(
-        epochs=reader.number("epochs", 1, 10_000, kind=int),
-        batch_size=reader.number("batch_size", 1, 65_536, 128, kind=int),
-        lr=reader.number("lr", 1e-6, 10.0, 0.05),
+        epochs=max(epochs),
+        batch_size=max(batch_sizes),
+        lr=(lr.low * lr.high) ** 0.5 if lr.log else (lr.low + lr.high) / 2,
         weight_decay=reader.number("weight_decay", 0.0, 1.0, 5e-4),
         schedule=reader.choice("schedule", SCHEDULES, "onecycle"),
         subset=reader.number("subset", 1, 10**9, None, kind=int),
     )
     reader.done()
+    search = TrainSearch(
+        lr if lr.low != lr.high else None,
+        epochs if len(epochs) > 1 else (),
+        batch_sizes if len(batch_sizes) > 1 else (),
+    )
+    return settings, search
+
+
+def _ops(pol: _Reader, known: dict) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
+    """``ops`` (all, or an allow-list) and ``exclude`` (a deny-list) of the ``policy`` section."""
+    ops = pol.take("ops", (list, str), "all")
+    if ops == "all":
+        ops = None
+    elif isinstance(ops, str):
+        pol.fail("policy.ops", f"expected 'all' or a list of op names, got {ops!r}")
+    else:
+        for index, op in enumerate(ops):
+            if op not in known:
+                pol.fail(f"policy.ops[{index}]", f"unknown op {op!r}; known ops: {', '.join(known)}")
+        if len(set(ops)) != len(ops):
+            pol.fail("policy.ops", f"expected distinct op names, got {ops}")
+        ops = tuple(ops)
+    exclude = pol.names("exclude", tuple(known), "op", [])
+    for index, op in enumerate(exclude):
+        if ops is not None and op not in ops:
+            pol.fail(
+                f"policy.exclude[{index}]", f"{op!r} is not in policy.ops, so there is nothing to exclude"
+            )
+    if not set(ops or known) - set(exclude):
+        pol.fail("policy.exclude", "excludes every op of policy.ops; leave at least one")
+    return ops, exclude
+
+
+def _policy(pol: _Reader, known: dict) -> PolicySpace:
+    """The ``policy`` section; see :class:`PolicySpace`. ``{slots: N, ops: ...}`` alone means slots."""
+    structure = pol.choice("structure", tuple(STRUCTURES), "slots")
+    for other, keys in STRUCTURES.items():
+        for key in keys:
+            if key in pol.raw and key not in STRUCTURES[structure]:
+                pol.fail(f"policy.{key}", f"belongs to structure {other}, not {structure} (policy.structure)")
+    ops, exclude = _ops(pol, known)
+    erasing = None
+    if "erasing" in pol.raw:
+        sub = pol.sub("erasing")
+        from augsearch.ops import MAX_ERASING_SIZE  # lazily, like the catalogue in parse_space
+
+        erasing = ErasingSpace(sub.range("p", 0.0, 1.0), sub.range("size", 0.0, MAX_ERASING_SIZE))
+        sub.done()
+    policy = PolicySpace(ops=ops, structure=structure, exclude=exclude, erasing=erasing)
+    if structure == "slots":
+        policy = replace(policy, slots=pol.number("slots", 0, 16, kind=int))
+    elif structure == "subpolicies":
+        count, length = pol.number("subpolicies", 1, 32, kind=int), pol.number("length", 1, 8, kind=int)
+        policy = replace(policy, subpolicies=count, length=length)
+    elif structure == "randaugment":
+        policy = replace(policy, n=pol.int_range("n", 0, 16), m=pol.range("m", 0.0, 1.0))
+    pol.done()
+    return policy
+
+
+def _mixing(mix: _Reader) -> MixSpace:
+    """The ``mixing`` section; see :class:`MixSpace`."""
+    kinds = mix.names("kinds", MIX_KINDS, "mixing kind")
+    if not kinds:
+        mix.fail("mixing.kinds", f"expected a non-empty list of {', '.join(MIX_KINDS)}")
+    if kinds == ("none",):
+        mix.done()
+        return MixSpace()
+    settings = MixSpace(kinds, mix.range("p", 0.0, 1.0), mix.range("alpha", 0.01, 100.0))
+    mix.done()
     return settings
 
 
@@ -330,23 +539,17 @@ def parse_space(raw: Any, path: Path, sha256: str) -> Space:
             stage.fail(f"fixed[{index}]", problem)
         fixed.append(Stage(name, args))
 
-    pol = top.sub("policy")
-    ops = pol.take("ops", (list, str), "all")
-    if ops == "all":
-        ops = None
-    elif isinstance(ops, str):
-        pol.fail("policy.ops", f"expected 'all' or a list of op names, got {ops!r}")
-    else:
-        for op in ops:
-            if op not in OPS:
-                pol.fail("policy.ops", f"unknown op {op!r}; known ops: {', '.join(OPS)}")
-        ops = tuple(ops)
-    policy = PolicySpace(pol.number("slots", 0, 16, kind=int), ops)
-    pol.done()
+    fixed_searched = top.take("fixed_searched", bool, False)
+    if fixed_searched and not fixed:
+        top.fail("fixed_searched", "there are no fixed stages to switch on or off; add some under fixed")
+    policy = _policy(top.sub("policy"), OPS)
+    mixing = _mixing(top.sub("mixing")) if "mixing" in top.raw else MixSpace()
 
     kd_reader = top.sub("kd")
     kd = _kd(kd_reader)
     kd_reader.done()
+
+    from augsearch.baselines import BASELINES  # lazily: baselines imports policy, which imports space
 
     study = top.sub("study")
     study_settings = StudySettings(
@@ -355,8 +558,20 @@ def parse_space(raw: Any, path: Path, sha256: str) -> Space:
         seed=study.take("seed", int, 0),
         pruner=study.choice("pruner", PRUNERS, "median"),
         pruner_args=study.take("pruner_args", dict, {}),
+        sampler_args=study.take("sampler_args", dict, {}),
+        warm_starts=study.names("warm_starts", BASELINES, "baseline", []),
     )
     study.done()
+    _check_sampler_args(study, study_settings)
+    if study_settings.sampler == "cmaes" and importlib.util.find_spec("cmaes") is None:
+        study.fail(
+            "study.sampler", "cmaes needs the cmaes package, which is not installed (pip install cmaes)"
+        )
+    if len(study_settings.warm_starts) > study_settings.trials:
+        study.fail(
+            "study.warm_starts",
+            f"{len(study_settings.warm_starts)} warm starts but only {study_settings.trials} trials",
+        )
 
     proxy = ProxySettings()
     if "proxy" in top.raw:
@@ -374,8 +589,6 @@ def parse_space(raw: Any, path: Path, sha256: str) -> Space:
 
     baselines = BaselineSettings()
     if "baselines" in top.raw:
-        from augsearch.baselines import BASELINES  # lazily: baselines imports policy, which imports space
-
         base = top.sub("baselines")
         names = tuple(base.take("names", list, []))
         for name in names:
@@ -386,6 +599,7 @@ def parse_space(raw: Any, path: Path, sha256: str) -> Space:
         )
         base.done()
 
+    trial, trial_search = _train(top.sub("trial"), searchable=True)
     space = Space(
         name=top.take("name", str, path.stem),
         description=top.take("description", str, ""),
@@ -397,11 +611,53 @@ def parse_space(raw: Any, path: Path, sha256: str) -> Space:
         fixed=tuple(fixed),
         policy=policy,
         kd=kd,
-        trial=_train(top.sub("trial")),
-        retrain=_train(top.sub("retrain")),
+        trial=trial,
+        retrain=_train(top.sub("retrain"))[0],
         study=study_settings,
         proxy=proxy,
         baselines=baselines,
+        fixed_searched=fixed_searched,
+        mixing=mixing,
+        trial_search=trial_search,
     )
     top.done()
+    _check_warm_starts(space, study)
     return space
+
+
+def _check_sampler_args(study: _Reader, settings: StudySettings) -> None:
+    """``study.sampler_args`` names must be keyword arguments of the Optuna sampler (values are checked
+    when it is built); the seed is ``study.seed``'s."""
+    import inspect
+
+    import optuna
+
+    classes = {"tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSampler", "gp": "GPSampler"}
+    accepted = set(inspect.signature(getattr(optuna.samplers, classes[settings.sampler])).parameters) - {
+        "seed"
+    }
+    for key in settings.sampler_args:
+        if key not in accepted:
+            study.fail(
+                f"study.sampler_args.{key}",
+                f"not an argument of {classes[settings.sampler]}; it takes {', '.join(sorted(accepted))}",
+            )
+
+
+def _check_warm_starts(space: Space, study: _Reader) -> None:
+    """Refuse a warm start the space cannot express exactly (augsearch/warmstart.py says why)."""
+    from augsearch.warmstart import warm_start_problem  # lazily: it imports policy, which imports this
+
+    screening = space.proxy.batches and space.proxy.skip_worst_fraction > 0
+    if screening and len(space.study.warm_starts) > space.proxy.startup_trials:
+        study.fail(
+            "study.warm_starts",
+            f"{len(space.study.warm_starts)} warm starts need proxy.startup_trials "
+            f">= {len(space.study.warm_starts)}, or the proxy could skip one before it trains",
+        )
+    for index, name in enumerate(space.study.warm_starts):
+        problem = warm_start_problem(name, space)
+        if problem:
+            study.fail(
+                f"study.warm_starts[{index}]", f"this space cannot express baseline {name!r}: {problem}"
+            )

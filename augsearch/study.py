@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +24,12 @@ from augsearch.distill import NonFiniteLoss, train_student
 from augsearch.errors import UserError
 from augsearch.loader import Normaliser, make_loader
 from augsearch.models import build_model
-from augsearch.policy import build_transform, sample_policy
+from augsearch.policy import build_transform, sample_policy, sample_training
 from augsearch.preview import artifact_store, attach, preview_images, render_grid
 from augsearch.proxy import proxy_images, screen
 from augsearch.runtime import seed_everything
 from augsearch.space import Space
+from augsearch.warmstart import WARM_START
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -48,14 +49,35 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
 
 
 def make_sampler(space: Space, seed: int) -> optuna.samplers.BaseSampler:
-    if space.study.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    # Multivariate TPE models a slot's op, p and magnitude jointly; ``group`` splits the space by which
-    # parameters occur together. Both are flagged experimental by Optuna, which is all the warning says.
+    """The space's sampler, seeded; ``study.sampler_args`` override the keyword arguments set here.
+
+    tpe: multivariate TPE models a slot's op, p and magnitude jointly; ``group`` splits the space by
+    which parameters occur together (both flagged experimental by Optuna, which is all the warning says).
+    cmaes: CMA-ES (with margin, for the integer N of RandAugment) models the floats and integers that
+    every trial has; it cannot model categoricals (op identities, kd_loss, mix_kind, fixed_on) nor
+    conditional parameters (beta, mix_p, mix_alpha), which a seeded univariate TPE samples instead.
+    gp: Gaussian-process Bayesian optimisation, which handles categoricals; conditional parameters are
+    sampled at random. Each models nothing during its first ``n_startup_trials`` (random) trials.
+    """
+    name, startup = space.study.sampler, min(10, max(2, space.study.trials // 3))
+    samplers = optuna.samplers
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        startup = min(10, max(2, space.study.trials // 3))  # random trials before TPE models anything
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=startup)
+        try:
+            if name == "random":
+                return samplers.RandomSampler(**({"seed": seed} | space.study.sampler_args))
+            if name == "cmaes":
+                independent = samplers.TPESampler(seed=seed, n_startup_trials=startup)
+                defaults = {"seed": seed, "n_startup_trials": startup, "with_margin": True}
+                defaults |= {"independent_sampler": independent, "warn_independent_sampling": False}
+                return samplers.CmaEsSampler(**(defaults | space.study.sampler_args))
+            if name == "gp":
+                defaults = {"seed": seed, "n_startup_trials": startup, "warn_independent_sampling": False}
+                return samplers.GPSampler(**(defaults | space.study.sampler_args))
+            defaults = {"seed": seed, "multivariate": True, "group": True, "n_startup_trials": startup}
+            return samplers.TPESampler(**(defaults | space.study.sampler_args))
+        except (TypeError, ValueError) as error:
+            raise UserError(f"{space.path}: study.sampler_args: {error}") from None
 
 
 def make_pruner(space: Space) -> optuna.pruners.BasePruner:
@@ -147,6 +169,7 @@ def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float]:
     x_proxy = proxy_images(x_sub, batches_for_proxy, space.trial.batch_size, context.seed)
 
     def objective(trial: optuna.Trial) -> float:
+        space = replace(context.space, trial=sample_training(trial, context.space))  # searched lr, epochs...
         policy = sample_policy(trial, space, data.channels)
         trial.set_user_attr("policy", policy.describe())
         trial.set_user_attr("policy_json", policy.to_dict())
@@ -166,7 +189,8 @@ def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float]:
         def on_epoch(epoch: int, accuracy: float) -> None:
             trial.report(accuracy, epoch)
             # After the last epoch the work is done: pruning then would only hide a finished result.
-            if epoch + 1 < space.trial.epochs and trial.should_prune():
+            # A warm start (augsearch/warmstart.py) runs to the end: the search must not lose a baseline.
+            if epoch + 1 < space.trial.epochs and WARM_START not in trial.user_attrs and trial.should_prune():
                 raise optuna.TrialPruned(
                     f"pruned after epoch {epoch + 1} at validation accuracy {accuracy:.4f}"
                 )

@@ -11,6 +11,10 @@ is input from anywhere, so before albumentations sees it every transform is chec
 - the top is one ``Compose`` and nesting is at most :data:`MAX_DEPTH` levels below it;
 - image-size arguments (:data:`SIZE_ARGUMENTS`) are numbers in [0, :data:`MAX_SIDE`].
 
+The policy as data (``policy``: fixed stages, slot ops, sub-policies, RandAugment, TrivialAugment,
+erasing), ``kd`` and ``mixing`` are checked too: known keys only, catalogue ops, probabilities and
+magnitudes in [0, 1], the KD loss and its weights, the mixing kind, p and alpha.
+
 Each refusal is one :class:`UserError` line: the file, the JSON path, what was expected.
 """
 
@@ -25,7 +29,8 @@ from typing import Any
 import albumentations as A
 
 from augsearch.errors import UserError
-from augsearch.ops import OPS
+from augsearch.mixing import MIX_KINDS
+from augsearch.ops import MAX_ERASING_SIZE, OPS
 from augsearch.space import FIXED_STAGES, KD_LOSSES, load_space
 
 CONTAINERS = ("Compose", "OneOf", "SomeOf", "Sequential")
@@ -140,23 +145,106 @@ def check_pipeline(pipeline: Any, file: Path) -> None:
     _check_transform(pipeline["transform"], "albumentations.transform", 0, file)
 
 
-def _check_policy_section(section: Any, file: Path) -> None:
-    """``document["policy"]``: the fixed stages and searched ops as data (``build_transform`` input)."""
+def _number(value: Any, low: float, high: float) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and low <= value <= high
+
+
+def _check_ops(ops: Any, where: str, file: Path, triples: bool = True) -> None:
+    """A list of catalogue ops: ``{name, p, magnitude}`` mappings (``triples``) or plain names."""
+    if not isinstance(ops, list):
+        _fail(file, where, "expected a list of ops")
+    for index, op in enumerate(ops):
+        name = op.get("name") if triples and isinstance(op, dict) else op
+        if not isinstance(name, str) or name not in OPS:
+            at = f"{where}[{index}].name" if triples else f"{where}[{index}]"
+            _fail(file, at, f"expected a catalogue op ({', '.join(OPS)}), got {name!r}")
+        if triples:
+            for key in ("p", "magnitude"):
+                if not _number(op.get(key), 0, 1):
+                    _fail(
+                        file, f"{where}[{index}].{key}", f"expected a number in [0, 1], got {op.get(key)!r}"
+                    )
+
+
+def _check_mapping(value: Any, where: str, keys: tuple[str, ...], file: Path) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        _fail(file, where, f"expected a mapping with {', '.join(keys)}")
+    for key in keys:
+        if key not in value:
+            _fail(file, f"{where}.{key}", "missing")
+    extra = sorted(set(value) - set(keys))
+    if extra:
+        _fail(file, f"{where}.{extra[0]}", f"unknown key; expected {', '.join(keys)}")
+    return value
+
+
+def _check_policy_section(section: Any, file: Path, version: int) -> None:
+    """``document["policy"]``: the policy as data (``build_transform`` input): fixed stages, slot ops,
+    sub-policies, RandAugment, TrivialAugment, erasing (and, in version 1, perhaps ``mix``)."""
+    known = ("fixed", "ops", "subpolicies", "randaugment", "trivial", "erasing") + (
+        ("mix",) if version < 2 else ()
+    )
     if not isinstance(section, dict):
         _fail(file, "policy", "expected a mapping with fixed and ops")
-    for index, stage in enumerate(section.get("fixed", [])):
+    for key in ("fixed", "ops"):
+        if not isinstance(section.get(key), list):
+            _fail(file, f"policy.{key}", f"expected a list, got {section.get(key)!r}")
+    extra = sorted(set(section) - set(known))
+    if extra:
+        _fail(file, f"policy.{extra[0]}", f"unknown key; expected {', '.join(known)}")
+    for index, stage in enumerate(section["fixed"]):
         if not isinstance(stage, dict) or not isinstance(stage.get("args", {}), dict):
             _fail(file, f"policy.fixed[{index}]", "expected {name, args}")
         problem = stage_problem(str(stage.get("name")), stage.get("args", {}))
         if problem:
             _fail(file, f"policy.fixed[{index}]", problem)
-    for index, op in enumerate(section.get("ops", [])):
-        if not isinstance(op, dict) or op.get("name") not in OPS:
-            _fail(file, f"policy.ops[{index}].name", f"expected a catalogue op ({', '.join(OPS)})")
-        for key in ("p", "magnitude"):
-            value = op.get(key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-                _fail(file, f"policy.ops[{index}].{key}", f"expected a number in [0, 1], got {value!r}")
+    _check_ops(section["ops"], "policy.ops", file)
+    subpolicies = section.get("subpolicies", [])
+    if not isinstance(subpolicies, list):
+        _fail(file, "policy.subpolicies", "expected a list of sub-policies (lists of ops)")
+    for index, sub in enumerate(subpolicies):
+        _check_ops(sub, f"policy.subpolicies[{index}]", file)
+        if not sub:
+            _fail(file, f"policy.subpolicies[{index}]", "expected at least one op")
+    if "randaugment" in section:
+        ra = _check_mapping(section["randaugment"], "policy.randaugment", ("n", "magnitude", "ops"), file)
+        if isinstance(ra["n"], bool) or not isinstance(ra["n"], int) or not 0 <= ra["n"] <= 16:
+            _fail(file, "policy.randaugment.n", f"expected an integer in [0, 16], got {ra['n']!r}")
+        if not _number(ra["magnitude"], 0, 1):
+            _fail(
+                file, "policy.randaugment.magnitude", f"expected a number in [0, 1], got {ra['magnitude']!r}"
+            )
+        _check_ops(ra["ops"], "policy.randaugment.ops", file, triples=False)
+    if "trivial" in section:
+        _check_ops(
+            _check_mapping(section["trivial"], "policy.trivial", ("ops",), file)["ops"],
+            "policy.trivial.ops",
+            file,
+            triples=False,
+        )
+    if "erasing" in section:
+        erasing = _check_mapping(section["erasing"], "policy.erasing", ("p", "size"), file)
+        if not _number(erasing["p"], 0, 1):
+            _fail(file, "policy.erasing.p", f"expected a number in [0, 1], got {erasing['p']!r}")
+        if not _number(erasing["size"], 0, MAX_ERASING_SIZE):
+            _fail(
+                file,
+                "policy.erasing.size",
+                f"expected a number in [0, {MAX_ERASING_SIZE}], got {erasing['size']!r}",
+            )
+    if "mix" in section:
+        _check_mixing(section["mix"], "policy.mix", file)
+
+
+def _check_mixing(mixing: Any, where: str, file: Path) -> None:
+    """Batch mixing: ``{kind, p, alpha}`` (augsearch/mixing.py)."""
+    _check_mapping(mixing, where, ("kind", "p", "alpha"), file)
+    if mixing["kind"] not in MIX_KINDS:
+        _fail(file, f"{where}.kind", f"expected one of {', '.join(MIX_KINDS)}, got {mixing['kind']!r}")
+    if not _number(mixing["p"], 0, 1):
+        _fail(file, f"{where}.p", f"expected a number in [0, 1], got {mixing['p']!r}")
+    if not _number(mixing["alpha"], 1e-3, 1000.0):
+        _fail(file, f"{where}.alpha", f"expected a number in [0.001, 1000.0], got {mixing['alpha']!r}")
 
 
 def _check_kd(kd: Any, file: Path) -> None:
@@ -177,10 +265,21 @@ def _check_kd(kd: Any, file: Path) -> None:
 
 
 def check_policy_document(document: dict[str, Any], file: Path) -> None:
-    """All of a policy file's content checks, run by ``load_policy`` before ``A.from_dict``."""
+    """All of a policy file's content checks, run by ``load_policy`` before ``A.from_dict``; the
+    ``schema_version`` (already checked to be one this augsearch reads) decides which keys there are."""
+    version = document["schema_version"]
+    known = ("format", "schema_version", "albumentations", "policy", "kd", "provenance")
+    known += ("mixing",) if version >= 2 else ()
+    extra = sorted(set(document) - set(known))
+    if extra:
+        _fail(file, extra[0], f"unknown key for schema_version {version}; expected {', '.join(known)}")
     check_pipeline(document.get("albumentations"), file)
-    _check_policy_section(document.get("policy"), file)
+    _check_policy_section(document.get("policy"), file, version)
     _check_kd(document.get("kd"), file)
+    if version >= 2:
+        if "mixing" not in document:
+            _fail(file, "mixing", "missing; schema_version 2 files hold the batch mixing ({kind, p, alpha})")
+        _check_mixing(document["mixing"], "mixing", file)
 
 
 def _is_policy_file(path: Path) -> bool:
@@ -205,9 +304,11 @@ def validate_file(name: str) -> str:
         loaded = load_policy(path)
         kd = loaded.kd
         beta = "" if kd.beta is None else f", beta={kd.beta:g}"
+        mix = loaded.mix
+        mixing = f"; mixing {mix.kind}, p={mix.p:g}, alpha={mix.alpha:g}" if mix.active else ""
         return (
             f"ok: policy file {path} ({len(loaded.transform.transforms)} top-level transforms; "
-            f"KD {kd.loss}, T={kd.temperature:g}, alpha={kd.alpha:g}{beta})"
+            f"KD {kd.loss}, T={kd.temperature:g}, alpha={kd.alpha:g}{beta}{mixing})"
         )
     if path.is_file() and "/" not in name and path.suffix not in (".yaml", ".yml"):
         name = f"./{name}"  # a file, not a shipped space's name

@@ -27,9 +27,11 @@ def _channels(space) -> int:
 
 
 def _document(name: str = "default", seed: int = 0) -> dict:
+    """A policy file's content as the space's sampler would write it; fixed stages on."""
     space = load_space(name)
-    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed)).ask()
-    return policy_document(sample_policy(trial, space, _channels(space)), {"study": "t"})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    study.enqueue_trial({"fixed_on": True} if space.fixed_searched else {})
+    return policy_document(sample_policy(study.ask(), space, _channels(space)), {"study": "t"})
 
 
 def _write(tmp_path: Path, document: dict, name: str = "p.json") -> Path:
@@ -138,13 +140,13 @@ def _nest(document: dict, levels: int) -> None:
         ),
         (
             lambda d: d["kd"].update(loss="dkd"),
-            "malformed policy or kd section (ValueError",
-            "beta is required by the dkd loss and only by it (loss 'dkd')",
+            "kd.beta",
+            "expected a number in [0.0, 1000.0], got None",
         ),
         (
             lambda d: d["kd"].update(beta=2.0),
-            "malformed policy or kd section (ValueError",
-            "beta is required by the dkd loss and only by it (loss 'hinton')",
+            "kd.beta",
+            "only the dkd loss has beta (loss 'hinton')",
         ),
         (
             lambda d: d["kd"].update(temperature=-1),

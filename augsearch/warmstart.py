@@ -1,0 +1,141 @@
+"""Warm starts: named baselines enqueued as a study's first trials.
+
+Why: a search that starts from the baselines is never worse on validation than the best of them (the
+study's best trial is at least as good as every trial it ran), and the sampler learns from them from the
+start. The default space's benchmark is the case in point: with KD, no augmentation at all (``none``)
+beat every augmented policy, which a search whose fixed stages are always on could never find.
+
+A warm start is the Optuna parameters under which :func:`augsearch.policy.sample_policy` rebuilds
+the baseline exactly (``augsearch/baselines.py``): the same per-image distribution, KD settings and no
+batch mixing. When a space cannot express a baseline, :func:`warm_start_problem` says why, and the space
+reader refuses the space (``study.warm_starts[i]``). A searched trial budget (``lr``, ``epochs``,
+``batch_size``) is left to the sampler: a baseline has none of its own.
+
+Each enqueued trial carries the user attribute ``warm_start`` (the baseline's name); a baseline that some
+trial of the study already carries is not enqueued again, so resuming a study adds nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+from augsearch.baselines import BASELINES, RANDAUGMENT_M, RANDAUGMENT_N, RANDAUGMENT_OPS
+from augsearch.ops import OPS
+from augsearch.policy import op_choices
+from augsearch.space import Range, Space
+
+WARM_START = "warm_start"  # the user attribute naming the baseline a trial was enqueued for
+
+
+def _contains(value: float, searched: Range | None) -> bool:
+    return searched is not None and searched.low <= value <= searched.high
+
+
+def _ops(space: Space) -> set[str]:
+    """The space's ops before the channel filter (which treats a space and a baseline alike)."""
+    return set(space.policy.ops or OPS) - set(space.policy.exclude)
+
+
+def _augmentation_problem(name: str, space: Space) -> str | None:
+    """Why the per-image part of baseline ``name`` is beyond ``space``, or None."""
+    policy = space.policy
+    if name == "none" and space.fixed and not space.fixed_searched:
+        return "it applies no fixed stages, but this space always does (set fixed_searched: true)"
+    if name in ("randaugment", "trivialaugment"):
+        structure = "randaugment" if name == "randaugment" else "trivial"
+        wanted = set(RANDAUGMENT_OPS) if name == "randaugment" else set(OPS)
+        if policy.structure != structure:
+            return f"it needs policy.structure {structure}, this space has {policy.structure}"
+        if _ops(space) != wanted:
+            listed = "the RandAugment ops " + ", ".join(RANDAUGMENT_OPS) if name == "randaugment" else "all"
+            return f"it draws from policy ops {listed} (ops less exclude), this space from others"
+        if name == "randaugment" and not (
+            policy.n.low <= RANDAUGMENT_N <= policy.n.high and _contains(RANDAUGMENT_M, policy.m)
+        ):
+            return f"it uses N={RANDAUGMENT_N}, M={RANDAUGMENT_M}; widen policy.n or policy.m to include them"
+    elif policy.structure == "trivial":
+        return "the trivial structure applies an op to every image and cannot switch its ops off"
+    elif policy.structure == "randaugment" and policy.n.low > 0:
+        return "it applies no searched op, which needs policy.n to allow 0"
+    if policy.erasing is not None and policy.erasing.p.low > 0:
+        return "it applies no erasing, which needs policy.erasing.p to allow 0"
+    return None
+
+
+def warm_start_problem(name: str, space: Space) -> str | None:
+    """Why ``space`` cannot express baseline ``name`` exactly, or None when it can."""
+    if name not in BASELINES:
+        return f"unknown baseline; known: {', '.join(BASELINES)}"
+    kd, settings = space.kd, space.baselines
+    if "hinton" not in kd.losses:
+        return "the baselines use Hinton's loss; add hinton to kd.loss"
+    if name == "student-alone":
+        if kd.alpha.low > 0:
+            return "it trains without a teacher, which needs kd.alpha to allow 0"
+    else:
+        for key, value in (("temperature", settings.temperature), ("alpha", settings.alpha)):
+            searched = getattr(kd, key)
+            if not _contains(value, searched):
+                return (
+                    f"its KD {key} {value:g} (baselines.{key}) is outside kd.{key} "
+                    f"[{searched.low:g}, {searched.high:g}]"
+                )
+    if "none" not in space.mixing.kinds:
+        return "it mixes no batches, which needs none among mixing.kinds"
+    return _augmentation_problem(name, space)
+
+
+def _searched(params: dict[str, Any], name: str, value: Any, searched: Range | None) -> None:
+    """Set ``params[name]`` only when it is a parameter at all (a fixed value is none)."""
+    if searched is not None and searched.low != searched.high:
+        params[name] = value
+
+
+def warm_start_params(name: str, space: Space, channels: int) -> dict[str, Any]:
+    """The parameters under which ``sample_policy(trial, space, channels)`` is baseline ``name``.
+
+    Ops that a baseline does not apply are kept at probability 0 (their identity the first choice,
+    magnitude 0), RandAugment at N = 0, Cutout at probability 0 (its smallest size). Assumes
+    :func:`warm_start_problem` found nothing (the space reader checks it).
+    """
+    policy, kd, settings = space.policy, space.kd, space.baselines
+    params: dict[str, Any] = {}
+    if space.fixed_searched:
+        params["fixed_on"] = name != "none"
+    choices = op_choices(space, channels)
+    if policy.structure == "slots" and choices:
+        for slot in range(policy.slots):
+            params |= {f"op{slot}": choices[0], f"op{slot}_p": 0.0, f"op{slot}_m": 0.0}
+    elif policy.structure == "subpolicies" and choices:
+        for k in range(policy.subpolicies):
+            for j in range(policy.length):
+                params |= {f"sp{k}_op{j}": choices[0], f"sp{k}_op{j}_p": 0.0, f"sp{k}_op{j}_m": 0.0}
+    elif policy.structure == "randaugment":
+        randaugment = name == "randaugment"
+        if policy.n.low != policy.n.high:
+            params["ra_n"] = RANDAUGMENT_N if randaugment else 0
+        _searched(params, "ra_m", RANDAUGMENT_M if randaugment else policy.m.low, policy.m)
+    if policy.erasing is not None:
+        _searched(params, "erasing_p", 0.0, policy.erasing.p)
+        _searched(params, "erasing_size", policy.erasing.size.low, policy.erasing.size)
+    if len(space.mixing.kinds) > 1:
+        params["mix_kind"] = "none"
+    if len(kd.losses) > 1:
+        params["kd_loss"] = "hinton"
+    temperature = min(max(settings.temperature, kd.temperature.low), kd.temperature.high)
+    _searched(params, "temperature", temperature, kd.temperature)
+    _searched(params, "alpha", 0.0 if name == "student-alone" else settings.alpha, kd.alpha)
+    return params
+
+
+def enqueue_warm_starts(study: optuna.Study, space: Space, channels: int) -> list[str]:
+    """Enqueue the space's warm starts not yet in ``study``; returns the names enqueued now."""
+    present = {trial.user_attrs.get(WARM_START) for trial in study.get_trials(deepcopy=False)}
+    enqueued = []
+    for name in space.study.warm_starts:
+        if name not in present:
+            study.enqueue_trial(warm_start_params(name, space, channels), user_attrs={WARM_START: name})
+            enqueued.append(name)
+    return enqueued
