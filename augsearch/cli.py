@@ -48,6 +48,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--teacher-checkpoint", type=Path, help="use this teacher state dict instead of training one"
     )
     run.add_argument("--no-retrain", action="store_true", help="stop after the search and the export")
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes on this machine, one GPU each when several are visible (default: 1; "
+        "more than 1 without --storage: a journal file in the study's folder)",
+    )
+
+    worker = commands.add_parser(
+        "worker", help="join an existing study (any machine) and run its trials until it has enough"
+    )
+    worker.add_argument("--study", required=True)
+    worker.add_argument("--studies-dir", type=Path, default=Path("studies"))
+    worker.add_argument("--storage", help="Optuna storage URL (default: the study's file in --studies-dir)")
+    worker.add_argument("--trials", type=int, help="finished trials wanted (default: what `run` asked for)")
+    worker.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
+    worker.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    worker.add_argument("--data-dir", type=Path, help="where datasets are looked up")
 
     export = commands.add_parser("export", help="write the best trial's policy as a versioned JSON file")
     export.add_argument("--study", default="default")
@@ -134,10 +152,19 @@ def _run(args: argparse.Namespace) -> None:
         storage=args.storage,
         retrain=not args.no_retrain,
         teacher_checkpoint=args.teacher_checkpoint,
+        workers=args.workers,
     )
     text, study_dir = run(options)
     print(text)
-    print(f"outputs in {study_dir}/: report.md, results.csv, best_policy.json, study.db")
+    print(f"outputs in {study_dir}/: report.md, results.csv, best_policy.json, study.db or journal.log")
+
+
+def _worker(args: argparse.Namespace) -> None:
+    from augsearch.workers import WorkerOptions, work
+
+    fields = ("study", "studies_dir", "storage", "trials", "timeout", "device", "data_dir")
+    ran = work(WorkerOptions(**{name: getattr(args, name) for name in fields}))
+    print(f"worker done: ran {ran} trial(s) of study '{args.study}'")
 
 
 def _retrain(args: argparse.Namespace) -> None:
@@ -223,11 +250,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         handlers = {"run": _run, "export": _export, "spaces": _spaces, "bench": _bench, "validate": _validate}
         handlers |= {"dashboard": _dashboard, "preview": _preview, "retrain": _retrain, "report": _report}
+        handlers |= {"worker": _worker}
         handlers[args.command](args)
     except UserError as error:
         print(f"augsearch: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:  # SIGINT, or SIGTERM in a search (workers.Interrupted): 130, 143
         print("augsearch: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+        return 128 + getattr(stop, "signum", 2)
+    except Exception as error:
+        from augsearch.workers import WorkersFailed
+
+        if not isinstance(error, WorkersFailed):
+            raise
+        print(f"augsearch: error: {error}", file=sys.stderr)
+        return 1
     return 0

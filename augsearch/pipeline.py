@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from torch import nn
 from tqdm import tqdm
 
 from augsearch import report
@@ -25,9 +26,9 @@ from augsearch.retrain import candidates, load_runs, retrain_all
 from augsearch.space import load_space
 from augsearch.study import (
     TrialContext,
-    default_storage,
     finished,
     load_stored_study,
+    local_storage,
     make_objective,
     open_study,
     optimize,
@@ -35,6 +36,7 @@ from augsearch.study import (
     trial_subset,
 )
 from augsearch.warmstart import enqueue_warm_starts
+from augsearch.workers import SpawnOptions, WorkersFailed, describe_exit, spawn_workers
 from augsearch.workspace import Workspace, open_workspace, teacher_for
 
 
@@ -54,6 +56,7 @@ class RunOptions:
     storage: str | None = None
     retrain: bool = True
     teacher_checkpoint: Path | None = None
+    workers: int = 1  # worker processes on this machine (augsearch/workers.py)
 
 
 @dataclass(frozen=True)
@@ -95,18 +98,27 @@ def run(options: RunOptions) -> tuple[str, Path]:
     trials = space.study.trials if options.trials is None else options.trials
     if trials < 1:
         raise UserError(f"--trials must be at least 1, got {trials}")
+    if options.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {options.workers}")
+    if options.workers > 1 and (options.storage or "").startswith("sqlite"):
+        raise UserError(
+            "SQLite is not safe for several workers; pass --storage postgresql://... or a journal file "
+            "path, or leave --storage out (a journal file in the study's folder)"
+        )
+    study_dir = options.studies_dir / name
+    storage = options.storage or local_storage(study_dir, options.workers)
     workspace = open_workspace(
         space, options.dataset or space.dataset.name, options.data_dir, options.device, seed
     )
     data = workspace.data
 
-    study_dir = options.studies_dir / name
-    storage = options.storage or default_storage(study_dir)
     if options.storage is None:
         study_dir.mkdir(parents=True, exist_ok=True)
     study = open_study(name, storage, space, data.name, seed)
     enqueue_warm_starts(study, space, data.channels)  # the space's baselines first, once per study
-    if options.storage is None and (stale := requeue_interrupted(study)):
+    # `run` owns the study: before its workers start, a RUNNING trial is a dead process's (a server's
+    # dead trials are told by their heartbeats instead, so live workers elsewhere are safe).
+    if stale := requeue_interrupted(study, owned=True):
         tqdm.write(f"re-queued {stale} trial(s) left running by an interrupted run")
     study_dir.mkdir(parents=True, exist_ok=True)
 
@@ -121,9 +133,39 @@ def run(options: RunOptions) -> tuple[str, Path]:
     checkpoint = options.teacher_checkpoint
     study.set_user_attr("teacher_checkpoint", str(checkpoint.resolve()) if checkpoint else None)
 
+    study.set_user_attr("target_trials", trials)  # what `augsearch worker` runs up to, by default
+    if options.workers > 1:
+        spawn = SpawnOptions(
+            options.workers, name, options.studies_dir, storage, trials, options.timeout, options.device,
+            options.data_dir,
+        )  # fmt: skip
+        codes = spawn_workers(spawn, tqdm.write)
+        if dead := [f"worker {i}: {describe_exit(code)}" for i, code in enumerate(codes) if code]:
+            if finished(study) < trials:
+                raise WorkersFailed(f"{'; '.join(dead)}; run the same command again to resume")
+            tqdm.write(f"note: {'; '.join(dead)}, but the study has its {trials} trials")
+    else:
+        context = trial_context(workspace, teacher, study_dir)
+        with tqdm(total=trials, initial=min(finished(study), trials), desc="trials", unit="trial") as bar:
+            optimize(study, make_objective(context), trials, options.timeout, [_progress_line(bar)])
+    if not any(trial.value is not None for trial in study.trials):
+        raise UserError(
+            f"study '{name}' has no completed trial yet; run again with more --trials or --timeout"
+        )
+
+    export_best(study, storage, study_dir / "best_policy.json")
+    if options.retrain:
+        runs = candidates(study, workspace, 1, space.baselines.names)
+        retrain_all(runs, workspace, teacher, 1, None, study_dir)
+    return _report(study, workspace, study_dir), study_dir
+
+
+def trial_context(workspace: Workspace, teacher: nn.Module, study_dir: Path) -> TrialContext:
+    """What every trial of the study needs, the same in ``run`` and in each ``augsearch worker``."""
+    space, data, seed = workspace.space, workspace.data, workspace.seed
     train_index, val_index = validation_split(data.y_train, space.dataset.validation_fraction, seed)
     subset = trial_subset(train_index, space.trial.subset, seed)
-    context = TrialContext(
+    return TrialContext(
         space,
         data,
         subset,
@@ -133,20 +175,6 @@ def run(options: RunOptions) -> tuple[str, Path]:
         seed,
         artifacts_dir=study_dir / "artifacts",
     )
-    with tqdm(total=trials, initial=min(finished(study), trials), desc="trials", unit="trial") as bar:
-        optimize(study, make_objective(context), trials, options.timeout, [_progress_line(bar)])
-    if not any(trial.value is not None for trial in study.trials):
-        raise UserError(
-            f"study '{name}' has no completed trial yet; run again with more --trials or --timeout"
-        )
-
-    export_best(
-        study, storage if options.storage else str(study_dir / "study.db"), study_dir / "best_policy.json"
-    )
-    if options.retrain:
-        runs = candidates(study, workspace, 1, space.baselines.names)
-        retrain_all(runs, workspace, teacher, 1, None, study_dir)
-    return _report(study, workspace, study_dir), study_dir
 
 
 def _workspace_of(study: optuna.Study, data_dir: Path | None, device: str) -> Workspace:

@@ -1,4 +1,4 @@
-"""Device, precision, threads and seeding: decided here and nowhere else.
+"""Device, precision, threads and seeding: decided here and nowhere else (also for each of several workers).
 
 The training loop never asks which device it is on. It asks the :class:`Runtime` for an autocast
 context and for a batch already on the device, normalised, in the memory format the models want.
@@ -9,6 +9,7 @@ plain fp32, because CPU autocast slows these small convolutions down rather than
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import random
 from dataclasses import dataclass
@@ -60,7 +61,9 @@ def resolve(device: str = "auto", loader_workers: int | None = None) -> Runtime:
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = cpu_share()
+    if THREADS_VARIABLE in os.environ:  # one of several workers: its share of the cores, no more
+        torch.set_num_threads(cores)
     if loader_workers is None:
         loader_workers = min(4, max(1, cores - 1)) if cores > 1 else 0
     if use_cuda:
@@ -69,6 +72,54 @@ def resolve(device: str = "auto", loader_workers: int | None = None) -> Runtime:
         torch.backends.cudnn.allow_tf32 = True
         return Runtime(torch.device("cuda"), torch.bfloat16, True, loader_workers, True)
     return Runtime(torch.device("cpu"), None, False, loader_workers, False)
+
+
+THREADS_VARIABLE = "AUGSEARCH_THREADS"  # set by `run --workers K` for each worker: its share of the cores
+
+
+def cpu_share() -> int:
+    """The cores this process may use: all it is allowed, or its share when it is one of several workers."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    share = os.environ.get(THREADS_VARIABLE, "")
+    return max(1, min(cores, int(share))) if share.isdigit() else cores
+
+
+def visible_gpus(device: str) -> list[str]:
+    """The CUDA devices the workers may be spread over (ids as CUDA_VISIBLE_DEVICES names them)."""
+    if device == "cpu":
+        return []
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [name.strip() for name in listed.split(",") if name.strip()]
+    return [str(index) for index in range(torch.cuda.device_count())]
+
+
+def worker_environments(
+    count: int, base: dict[str, str], gpus: list[str], cores: int
+) -> list[dict[str, str]]:
+    """The environment of each of ``count`` worker processes on one machine.
+
+    With several GPUs visible, each worker sees one (round robin when there are more workers than
+    GPUs), so each trains on its own card; with one GPU they share it. The CPU cores are split evenly:
+    each worker's torch, OpenMP and MKL threads and its loader workers (see :func:`resolve`) fit in
+    ``cores // count``, since K processes each using every core slow each other down far more than K×.
+    """
+    share = str(max(1, cores // count))
+    environments = []
+    for index in range(count):
+        env = dict(base) | {THREADS_VARIABLE: share, "OMP_NUM_THREADS": share, "MKL_NUM_THREADS": share}
+        env["AUGSEARCH_WORKER_INDEX"] = str(index)
+        if len(gpus) > 1:
+            env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
+        environments.append(env)
+    return environments
+
+
+def release_memory() -> None:
+    """Give back what a failed trial held (CUDA out of memory): collect its tensors, empty CUDA's cache."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def seed_everything(seed: int) -> None:
