@@ -143,7 +143,7 @@ def export_best(study: optuna.Study, storage: str, output: Path) -> dict[str, An
 
 def export_study(study_name: str, studies_dir: Path, storage: str | None, output: Path) -> dict[str, Any]:
     """``augsearch export``: the best policy of a stored study."""
-    from augsearch.study import default_storage, load_stored_study
+    from augsearch.study import load_stored_study, study_storage_url
 
-    study = load_stored_study(study_name, studies_dir, storage)
-    return export_best(study, storage or default_storage(studies_dir / study_name), output)
+    study = load_stored_study(study_name, studies_dir, storage)  # the SQLite or the journal file it has
+    return export_best(study, study_storage_url(study_name, studies_dir, storage), output)

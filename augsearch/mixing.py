@@ -98,7 +98,7 @@ def mix_batch(
     normalisation, per training batch::
 
         generator = torch.Generator().manual_seed(0)          # once
-        mixed = mix_batch(images, labels, MixSettings.from_dict(policy["mix"]), generator)
+        mixed = mix_batch(images, labels, MixSettings.from_dict(policy["mixing"]), generator)
         logits = student(mixed.images)                       # and teacher(mixed.images) for KD
         ce = F.cross_entropy
         loss = mixed.lam * ce(logits, mixed.labels_a) + (1 - mixed.lam) * ce(logits, mixed.labels_b)

@@ -128,14 +128,19 @@ def note(policy: Policy, image_url: str | None, spec: GridSpec = GridSpec()) -> 
     lines += [
         f"Originals on the left, then {spec.samples} draws of the policy (fixed stages included).",
         "",
-        "| op | p | magnitude |",
-        "|---|---|---|",
     ]
-    lines += [f"| {op.name} | {op.p:.2f} | {op.magnitude:.2f} |" for op in policy.ops] or ["| (none) | | |"]
-    kd = policy.kd
-    beta = "" if kd.beta is None else f", β = {kd.beta:.2f}"
-    lines += ["", f"KD: {kd.loss}, T = {kd.temperature:.2f}, α = {kd.alpha:.2f}{beta}"]
+    if policy.ops:  # op slots read best as a table
+        lines += ["| op | p | magnitude |", "|---|---|---|"]
+        lines += [f"| {op.name} | {op.p:.2f} | {op.magnitude:.2f} |" for op in policy.ops] + [""]
+    # Every part of the policy, whatever its structure (sub-policies, RandAugment, Cutout, mixing, KD):
+    # the same lines the trial's `policy` attribute and the report show.
+    lines += [f"- {line}" for line in policy.describe().splitlines() if not _is_slot_line(line, policy)]
     return "\n".join(lines)
+
+
+def _is_slot_line(line: str, policy: Policy) -> bool:
+    """Whether ``line`` of :meth:`Policy.describe` is an op slot, already in the table above it."""
+    return any(line.startswith(f"{op.name:<24} p=") for op in policy.ops)
 
 
 def attach(trial: optuna.Trial, store: FileSystemArtifactStore, png: bytes, policy: Policy) -> str:

@@ -317,8 +317,20 @@ def requeue_interrupted(study: optuna.Study, owned: bool = True) -> int:
             study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # it finished after all
-        study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
+        requeue(study, trial)
     return len(stale)
+
+
+def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial | optuna.Trial) -> None:
+    """Enqueue an interrupted trial's parameters again, keeping what it was enqueued as.
+
+    A warm start stays one (so it is still never pruned), like Optuna's own RetryFailedTrialCallback,
+    which copies the user attributes of the trials it re-queues.
+    """
+    attrs = {"requeued_from": trial.number}
+    if WARM_START in trial.user_attrs:
+        attrs[WARM_START] = trial.user_attrs[WARM_START]
+    study.enqueue_trial(trial.params, user_attrs=attrs)
 
 
 @dataclass(frozen=True)

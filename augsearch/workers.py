@@ -40,7 +40,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from augsearch.errors import UserError
 from augsearch.runtime import cpu_share, release_memory, visible_gpus, worker_environments
-from augsearch.study import DONE, heartbeats, requeue_interrupted
+from augsearch.study import DONE, heartbeats, requeue, requeue_interrupted
 
 POLL_SECONDS = 1.0  # how often a worker with nothing to start looks again (only while others may fail)
 
@@ -151,7 +151,7 @@ def _give_back(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
             return  # already failed and re-queued by a sweep
         trial.set_user_attr("fail_reason", reason)
         study.tell(trial, state=TrialState.FAIL)
-        study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
+        requeue(study, trial)
 
 
 def _step_back(study: optuna.Study, trial: optuna.Trial) -> None:

@@ -42,8 +42,11 @@ ARGS = ("--space", "space.yaml", "--studies-dir", "out", "--no-retrain")
 
 
 def _slow(raw: dict) -> None:
-    """Trials of 5 epochs (a few seconds), never pruned: long enough to be caught mid-trial."""
-    raw["trial"]["epochs"] = 5
+    """Trials of 30 epochs (a few seconds), never pruned: long enough to be caught mid-trial.
+
+    (5 epochs last 0.3 s on a quiet machine: the trial seen running could finish before the signal.)
+    """
+    raw["trial"]["epochs"] = 30
     raw["study"]["pruner"] = "none"
 
 

@@ -107,6 +107,27 @@ def test_warm_starts_are_the_first_trials_and_are_not_enqueued_again_on_resume(t
     assert resumed.best_value >= max(first.value, second.value)
 
 
+def test_a_warm_start_interrupted_mid_trial_is_requeued_as_a_warm_start(tmp_path):
+    space = _warm_space(tmp_path)
+    study = study_module.open_study("s", study_module.default_storage(tmp_path), space, "synthetic", 0)
+    enqueue_warm_starts(study, space, 1)
+    killed = study.ask()  # the `none` warm start, left RUNNING as by a process killed mid-trial
+    sample_policy(killed, space, 1)  # as its objective did before it was killed
+    assert study_module.requeue_interrupted(study) == 1
+    states = [
+        (t.state, t.user_attrs.get(WARM_START), t.user_attrs.get("requeued_from")) for t in study.trials
+    ]
+    assert states == [
+        (TrialState.FAIL, "none", None),
+        (TrialState.WAITING, "standard", None),
+        (TrialState.WAITING, "none", killed.number),
+    ]
+    study.optimize(_cheap_objective(space), n_trials=2)
+    rerun = study.trials[2]
+    assert rerun.state == TrialState.COMPLETE and rerun.params == warm_start_params("none", space, 1)
+    assert rerun.user_attrs[WARM_START] == "none"
+
+
 class _AlwaysPrune(optuna.pruners.BasePruner):
     def prune(self, study, trial):
         return True
