@@ -177,7 +177,7 @@ def _optuna_seconds_per_trial(space: Space, channels: int, seed: int) -> float:
             accuracy = 0.0
             for epoch in range(space.trial.epochs):
                 accuracy = float(rng.uniform(0.5, 0.9))
-                trial.report(accuracy, epoch)
+                trial.report(accuracy, epoch + 1)  # as make_objective: epochs done
                 if epoch + 1 < space.trial.epochs and trial.should_prune():
                     raise optuna.TrialPruned()
             trial.set_user_attr("wall_seconds", 1.0)

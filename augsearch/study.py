@@ -382,7 +382,9 @@ def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float]:
         )
 
         def on_epoch(epoch: int, accuracy: float) -> None:
-            trial.report(accuracy, epoch)
+            # The step is the resource spent, epochs done (1, 2, ...): Hyperband's first rung is at step
+            # min_resource = 1, which a 0-based step would put on the last epoch of a 2-epoch trial.
+            trial.report(accuracy, epoch + 1)
             # After the last epoch the work is done: pruning then would only hide a finished result.
             # A warm start (augsearch/warmstart.py) runs to the end: the search must not lose a baseline.
             if epoch + 1 < space.trial.epochs and WARM_START not in trial.user_attrs and trial.should_prune():

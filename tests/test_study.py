@@ -61,3 +61,33 @@ def test_trial_subset_is_fixed_and_inside_the_training_split():
     a, b = trial_subset(train, 30, 0), trial_subset(train, 30, 0)
     assert (a == b).all() and len(a) == 30 and set(a) <= set(train)
     assert (trial_subset(train, None, 0) == train).all()
+
+
+def test_hyperband_prunes_a_two_epoch_trial_after_its_first_epoch(tmp_path):
+    """The real objective reports epochs done as the step (1, 2): Hyperband's first rung (resource 1)
+    then falls after epoch 1, where pruning still saves work, not on the last epoch, where it never prunes."""
+    from augsearch.data import load_dataset, validation_split
+    from augsearch.loader import Normaliser
+    from augsearch.models import build_model
+    from augsearch.runtime import resolve
+    from augsearch.study import TrialContext, make_objective
+
+    smoke = load_space("smoke")
+    space = dataclasses.replace(
+        smoke,
+        trial=dataclasses.replace(smoke.trial, epochs=2),
+        study=dataclasses.replace(smoke.study, pruner="hyperband", pruner_args={}),
+    )
+    data = load_dataset("synthetic", synthetic=space.dataset.synthetic)
+    train, val = validation_split(data.y_train, space.dataset.validation_fraction, 0)
+    runtime = resolve("cpu", loader_workers=0)
+    teacher = build_model("cnn-tiny", in_channels=1, num_classes=4, image_size=16).eval()
+    context = TrialContext(
+        space, data, trial_subset(train, 64, 0), val, teacher, Normaliser.fit(data.x_train, runtime), 0
+    )
+    study = open_study("s", default_storage(tmp_path), space, "synthetic", 0)
+    optimize(study, make_objective(context), 8)
+    steps = {tuple(t.intermediate_values) for t in study.trials}
+    assert steps <= {(1,), (1, 2)}
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert pruned and all(tuple(t.intermediate_values) == (1,) for t in pruned)
