@@ -62,8 +62,9 @@ def _compile(node) -> Step | None:
     return _CONTAINERS[kind](node, children)
 
 
-def _compose(node: A.Compose, children: list[Step]) -> Step:
-    """``Compose.__call__``: one draw of its own (even at p = 1), then every child in order."""
+def _compose(node: A.Compose | A.Sequential, children: list[Step]) -> Step:
+    """``Compose.__call__``: one draw of its own (even at p = 1), then every child in order. Also
+    ``Sequential.__call__``, whose ``force or draw`` makes no draw when forced (inside a OneOf)."""
 
     def run(image: np.ndarray, force: bool) -> np.ndarray:
         if force or node.py_random.random() < node.p:
@@ -99,24 +100,12 @@ def _some_of(node: A.SomeOf, children: list[Step]) -> Step:
     return run
 
 
-def _sequential(node: A.Sequential, children: list[Step]) -> Step:
-    """``Sequential.__call__``: no draw when forced (``or`` short-circuits), else a p draw."""
-
-    def run(image: np.ndarray, force: bool) -> np.ndarray:
-        if force or node.py_random.random() < node.p:
-            for child in children:
-                image = child(image, False)
-        return image
-
-    return run
-
-
 _CONTAINERS: dict[type, Callable[..., Step]] = {
     A.Compose: _compose,
     A.OneOf: _one_of,
     A.SomeOf: _some_of,
     A.RandomOrder: _some_of,
-    A.Sequential: _sequential,
+    A.Sequential: _compose,
 }
 
 

@@ -79,38 +79,35 @@ class Ledger:
 
 
 @contextlib.contextmanager
-def signals_interrupt() -> Iterator[None]:
+def _signals_to(handler: Callable | int) -> Iterator[None]:
+    """Within: SIGINT and SIGTERM go to ``handler``; the previous handlers come back after. Only the main
+    thread can catch signals: elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {number: signal.signal(number, handler) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler_before in previous.items():
+            signal.signal(number, handler_before)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    for number in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut the clean-up
+        signal.signal(number, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+def signals_interrupt() -> contextlib.AbstractContextManager:
     """Within: SIGTERM and SIGINT raise :class:`Interrupted` in the main thread, so the running trial's
-    clean-up runs. Elsewhere than the main thread signals cannot be caught, and nothing changes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        for number in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut the clean-up
-            signal.signal(number, signal.SIG_IGN)
-        raise Interrupted(signum)
-
-    previous = {number: signal.signal(number, interrupt) for number in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+    clean-up runs."""
+    return _signals_to(_interrupt)
 
 
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
+def _signals_deferred() -> contextlib.AbstractContextManager:
     """A second Ctrl-C must not cut the clean-up that records the first one."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {number: signal.signal(number, signal.SIG_IGN) for number in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+    return _signals_to(signal.SIG_IGN)
 
 
 @contextlib.contextmanager
