@@ -12,7 +12,9 @@ batch size, a representative policy) it measures, each after a warm-up that is n
 (d) the full KD trial step: loader + teacher + student, through :func:`augsearch.distill.train_student`;
 (e) a naive loop in the style of a first KD script: each image augmented in the training loop in the
     main process by calling the plain ``Compose`` (``transform(image=...)``, not the loader's compiled
-    path), no workers, the teacher's outputs computed with autograd on, default memory format;
+    path) and made a CHW float tensor as torchvision's ``ToTensor`` does, the batch stacked from them
+    (so in the default memory format), no workers, fp32, the teacher's outputs computed with autograd
+    on and its BatchNorms unfolded;
 
 then the compute bound ``1 / (1/b + 1/c)`` (student and teacher back to back on the same device, data
 for free), the efficiency ``d / bound``, the speed-up ``d / e``; on CPU also the bound once augmentation
@@ -49,7 +51,15 @@ import torch
 
 from augsearch.compiled import compile_pipeline
 from augsearch.data import load_dataset, validation_split
-from augsearch.distill import evaluate, freeze, hinton_loss, make_optimiser, teacher_logits, train_student
+from augsearch.distill import (
+    evaluate,
+    freeze,
+    hinton_loss,
+    inference_teacher,
+    make_optimiser,
+    teacher_logits,
+    train_student,
+)
 from augsearch.loader import Normaliser, augment, make_loader
 from augsearch.models import build_model
 from augsearch.ops import make_op, op_names
@@ -223,9 +233,8 @@ def bench(
     batch_size = min(space.trial.batch_size, len(subset))
     shape = {"in_channels": data.channels, "num_classes": data.num_classes, "image_size": data.image_size}
     seed_everything(seed)
-    teacher = freeze(build_model(space.teacher.model, **shape)).to(
-        runtime.device, memory_format=runtime.memory_format
-    )
+    plain_teacher = freeze(build_model(space.teacher.model, **shape))
+    teacher = inference_teacher(plain_teacher, runtime)
     transform = representative_transform(space, data.channels)
     kd = representative_kd(space)
     settings = replace(space.trial, batch_size=batch_size)
@@ -290,7 +299,9 @@ def bench(
     workers_rss = _peak_rss_mb()  # the workers have ended: their high-water mark is in
 
     say("(e) naive loop: per-image augmentation in the main process, teacher with autograd on")
-    figures["naive_img_s"] = _naive_rate(space, data, x_sub, y_sub, teacher, kd, normalise, settings, seconds)
+    figures["naive_img_s"] = _naive_rate(
+        space, data, x_sub, y_sub, plain_teacher, kd, normalise, settings, seconds
+    )
     figures["speedup_over_naive"] = figures["trial_step_img_s"] / figures["naive_img_s"]
 
     say("proxy, evaluation and Optuna's own cost per trial")
@@ -317,13 +328,13 @@ def bench(
 
 
 def _naive_rate(space, data, x_sub, y_sub, teacher, kd, normalise, settings, seconds) -> float:
-    """(e): what a first script does; same models, data, policy and loss as (d), default memory format.
+    """(e): what a first script does; same models, data, policy and loss as (d); see the module docstring.
 
     Augmentation is the plain ``Compose`` called image by image, as such a script calls it: never
     ``loader.augment``, so the loader's compiled path does not speed up the baseline.
     """
     runtime = normalise.runtime
-    naive_teacher = copy.deepcopy(teacher).to(memory_format=torch.contiguous_format)
+    naive_teacher = copy.deepcopy(teacher).to(runtime.device, memory_format=torch.contiguous_format)
     for parameter in naive_teacher.parameters():
         parameter.requires_grad_(True)  # a teacher nobody froze: autograd records its forward pass
     shape = {"in_channels": data.channels, "num_classes": data.num_classes, "image_size": data.image_size}
@@ -341,10 +352,11 @@ def _naive_rate(space, data, x_sub, y_sub, teacher, kd, normalise, settings, sec
         index = order[position : position + settings.batch_size]
         position += settings.batch_size
         images = []
-        for i in index:  # one image at a time, in the training loop
+        for i in index:  # one image at a time, in the training loop, made a tensor as ToTensor does
             image = transform(image=x_sub[i])["image"]
-            images.append(image if image.ndim == 3 else image[..., None])
-        batch = normalise(torch.from_numpy(np.stack(images))).contiguous()
+            image = image if image.ndim == 3 else image[..., None]
+            images.append(torch.from_numpy(image).permute(2, 0, 1).contiguous().float())
+        batch = (torch.stack(images).to(runtime.device) - normalise.mean) / normalise.std
         labels = torch.from_numpy(y_sub[index]).to(runtime.device)
         targets = naive_teacher(batch).detach()
         logits = student(batch)

@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     bench.add_argument("--seconds", type=float, default=5.0, help="timed seconds per figure (default: 5)")
     bench.add_argument("--data-dir", type=Path, help="where datasets are looked up")
+    bench.add_argument(
+        "--loader-workers", type=int, help="loader worker processes (default: the device's choice)"
+    )
     bench.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
     no_auth = "optuna-dashboard has NO authentication: anyone who can reach HOST:PORT can change the study"
@@ -224,8 +227,10 @@ def _bench(args: argparse.Namespace) -> None:
 
     if not args.seconds > 0:
         raise UserError(f"--seconds must be positive, got {args.seconds}")
+    if args.loader_workers is not None and args.loader_workers < 0:
+        raise UserError(f"--loader-workers must be 0 or more, got {args.loader_workers}")
     say = None if args.json else lambda line: print(line, file=sys.stderr, flush=True)
-    figures = bench(args.space, args.device, args.seconds, args.data_dir, say)
+    figures = bench(args.space, args.device, args.seconds, args.data_dir, say, args.loader_workers)
     print(json.dumps(figures) if args.json else format_figures(figures))
 
 

@@ -15,6 +15,7 @@ from torch import nn
 from tqdm import tqdm
 
 from augsearch.data import ImageData, load_dataset
+from augsearch.distill import inference_teacher
 from augsearch.loader import Normaliser
 from augsearch.models import build_model
 from augsearch.runtime import Runtime, resolve
@@ -45,8 +46,9 @@ def open_workspace(space: Space, dataset: str, data_dir: Path | None, device: st
 def teacher_for(
     workspace: Workspace, studies_dir: Path, checkpoint: Path | None = None
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """The study's teacher: the user's checkpoint, else the cached one, else trained now and cached."""
-    return get_teacher(
+    """The study's teacher, ready for distillation (:func:`augsearch.distill.inference_teacher`): the
+    user's checkpoint, else the cached one, else trained now and cached."""
+    model, info = get_teacher(
         workspace.space,
         workspace.data,
         workspace.normalise,
@@ -54,3 +56,4 @@ def teacher_for(
         workspace.seed,
         checkpoint,
     )
+    return inference_teacher(model, workspace.runtime), info

@@ -1,10 +1,18 @@
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from augsearch.distill import NonFiniteLoss, evaluate, hinton_loss, teacher_logits, train_student
+from augsearch.distill import (
+    NonFiniteLoss,
+    evaluate,
+    hinton_loss,
+    inference_teacher,
+    teacher_logits,
+    train_student,
+)
 from augsearch.loader import Normaliser, make_loader
 from augsearch.models import build_model
 from augsearch.policy import KDSettings
@@ -53,6 +61,48 @@ def test_teacher_logits_are_usable_in_the_student_graph():
     loss = hinton_loss(student(x), targets, torch.tensor([0, 1, 2, 0]), 2.0, 0.5)["total"]
     loss.backward()
     assert all(p.grad is not None for p in student.parameters())
+
+
+@pytest.mark.parametrize(
+    ("name", "channels", "size"), [("cnn-teacher", 1, 28), ("resnet8", 3, 32), ("wrn-16-2", 3, 16)]
+)
+def test_inference_teacher_folds_batchnorm_and_keeps_the_logits(name, channels, size):
+    torch.manual_seed(0)
+    model = build_model(name, in_channels=channels, num_classes=10, image_size=size)
+    for module in model.modules():  # running statistics unlike a fresh net's, so folding has work to do
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    runtime = dataclasses.replace(resolve("cpu", 0), teacher_dtype=None)
+    teacher = inference_teacher(model, runtime)
+    x = torch.randn(8, channels, size, size)
+    with torch.inference_mode():
+        expected = model(x)
+    assert torch.allclose(teacher_logits(teacher, x, runtime), expected, rtol=1e-4, atol=1e-4)
+    batchnorms = [m for m in teacher.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    all_batchnorms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    # every BN that follows a conv is gone; WRN's pre-activation BNs (before their conv) remain
+    assert len(batchnorms) < all_batchnorms if name == "wrn-16-2" else not batchnorms
+    assert not any(p.requires_grad for p in teacher.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the saved model untouched
+
+
+def test_inference_teacher_keeps_a_model_torch_fx_cannot_trace():
+    class Branchy(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.bn = torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.sum() > 0:  # data-dependent control flow: symbolic tracing fails
+                x = -x
+            return self.bn(self.conv(x)).flatten(1)
+
+    model = Branchy()
+    teacher = inference_teacher(model, resolve("cpu", 0))
+    assert teacher is model and not model.training
 
 
 def _toy(n: int = 256, size: int = 12):

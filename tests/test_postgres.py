@@ -94,11 +94,14 @@ def test_a_killed_workers_trial_is_failed_after_the_grace_period_and_rerun(datab
         storage = open_storage(database)
 
         def running_on(pid: int) -> list:
+            """The worker's running trial once all its parameters are sampled (its policy is recorded)."""
             study = optuna.load_study(study_name="smoke", storage=storage)
             return [
                 t
                 for t in study.get_trials(deepcopy=False)
-                if t.state == TrialState.RUNNING and t.user_attrs.get("worker", "").endswith(f":{pid}")
+                if t.state == TrialState.RUNNING
+                and t.user_attrs.get("worker", "").endswith(f":{pid}")
+                and "policy" in t.user_attrs
             ]
 
         victim = process.worker_pids(2)[0]

@@ -28,9 +28,10 @@ def _fixed_teacher() -> nn.Module:
     return nn.Sequential(nn.Flatten(), linear)
 
 
-def _identity_normaliser() -> Normaliser:
+def _identity_normaliser(teacher_dtype: torch.dtype | None = None) -> Normaliser:
     shape = (1, 1, 1, 1)
-    return Normaliser(torch.zeros(shape), torch.ones(shape), resolve("cpu"))
+    runtime = dataclasses.replace(resolve("cpu"), teacher_dtype=teacher_dtype)
+    return Normaliser(torch.zeros(shape), torch.ones(shape), runtime)
 
 
 def test_teacher_stddev_matches_a_hand_computation():
@@ -54,6 +55,9 @@ def test_teacher_stddev_matches_a_hand_computation():
     got = teacher_stddev(_fixed_teacher(), images, None, _identity_normaliser(), batch_size=2)
     assert got == pytest.approx(expected, rel=1e-6)  # the teacher computes in float32
     assert expected > 0
+    # a teacher in bf16 (CUDA; CPUs with native bf16) rounds its logits to 8 significant bits
+    got_bf16 = teacher_stddev(_fixed_teacher(), images, None, _identity_normaliser(torch.bfloat16), 2)
+    assert got_bf16 == pytest.approx(expected, rel=0.02)
 
 
 def test_teacher_stddev_needs_two_batches():

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -7,13 +9,39 @@ from augsearch.errors import UserError
 from augsearch.loader import Normaliser, make_loader
 from augsearch.models import build_model
 from augsearch.policy import KDSettings
-from augsearch.runtime import Runtime, resolve
+from augsearch.runtime import TEACHER_BF16_VARIABLE, Runtime, cpu_has_native_bf16, resolve
 from augsearch.space import TrainSettings
 
 
-def test_cpu_runtime_is_fp32_and_contiguous():
+def test_cpu_runtime_trains_in_fp32_channels_last_and_runs_the_teacher_in_native_bf16(monkeypatch):
     runtime = resolve("cpu")
-    assert runtime.device.type == "cpu" and runtime.autocast_dtype is None and not runtime.channels_last
+    assert runtime.device.type == "cpu" and runtime.autocast_dtype is None and runtime.channels_last
+    assert runtime.teacher_dtype == (torch.bfloat16 if cpu_has_native_bf16() else None)
+    monkeypatch.setattr("augsearch.runtime.cpu_has_native_bf16", lambda: True)
+    assert resolve("cpu").teacher_dtype == torch.bfloat16
+    assert "teacher bfloat16" in resolve("cpu").describe()
+    monkeypatch.setenv(TEACHER_BF16_VARIABLE, "0")
+    assert resolve("cpu").teacher_dtype is None and "teacher" not in resolve("cpu").describe()
+    monkeypatch.setenv(TEACHER_BF16_VARIABLE, "1")
+    monkeypatch.setattr("augsearch.runtime.cpu_has_native_bf16", lambda: False)
+    assert resolve("cpu").teacher_dtype is None
+
+
+@pytest.mark.parametrize(("cores", "workers"), [(1, 0), (2, 0), (3, 2), (8, 4)])
+def test_cpu_loader_workers_only_where_cores_are_spare(monkeypatch, cores, workers):
+    """Two cores are both busy with the models' step: augmenting between steps beat a worker (runtime.py)."""
+    monkeypatch.setattr("augsearch.runtime.cpu_share", lambda: cores)
+    assert resolve("cpu").loader_workers == workers
+    assert resolve("cpu", 1).loader_workers == 1  # an explicit count is kept
+
+
+def test_teacher_autocast_is_the_teacher_precision_only():
+    runtime = dataclasses.replace(resolve("cpu"), teacher_dtype=torch.bfloat16)
+    layer = torch.nn.Linear(4, 2)
+    with runtime.teacher_autocast():
+        assert layer(torch.randn(3, 4)).dtype == torch.bfloat16
+    with runtime.autocast():
+        assert layer(torch.randn(3, 4)).dtype == torch.float32
 
 
 def test_unknown_or_missing_device_is_a_user_error():
