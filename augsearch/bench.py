@@ -19,10 +19,12 @@ batch size, a representative policy) it measures, each after a warm-up that is n
 then the compute bound ``1 / (1/b + 1/c)`` (student and teacher back to back on the same device, data
 for free), the efficiency ``d / bound``, the speed-up ``d / e``; on CPU also the bound once augmentation
 is charged to the same cores (``cores / (cores/bound + workers/a)``: the models' step on every core,
-each image's augmentation on one) and ``d`` against it; the proxy's and one evaluation's
-seconds, Optuna's own cost per trial (sampling, SQLite writes, pruning: a real study with the space's
-sampler and pruner and the objective's own calls, only the training left out) as a share of a trial,
-and the peak resident memory of this process and of its workers.
+each image's augmentation on one) and ``d`` against it; on CUDA the bound ``min(a, compute bound)``
+(the GPU computes while the cores augment, so the slower side sets the pace), ``d`` against it, and
+the GPU's utilisation during (d) (NVML, through the ``nvidia-ml-py`` package); the proxy's and one
+evaluation's seconds, Optuna's own cost per trial (sampling, SQLite writes, pruning: a real study with
+the space's sampler and pruner and the objective's own calls, only the training left out) as a share of
+a trial, and the peak resident memory of this process and of its workers.
 
 The representative policy: the space's fixed stages, then each searched slot as a uniform
 ``OneOf`` over the ops the space allows on this data, at magnitude 0.5 and probability 0.5 (the
@@ -39,6 +41,7 @@ import math
 import os
 import resource
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -144,6 +147,46 @@ def _augment_cost_us(x: np.ndarray, transform, batch_size: int, seconds: float) 
     return {name: float(np.median(values[WARMUP_BATCHES:])) for name, values in times.items()}
 
 
+class GpuUtilisation:
+    """Mean GPU utilisation while the ``with`` block runs: the percent of time a kernel was executing,
+    as nvidia-smi reports it, read from NVML (``torch.cuda.utilization``) every ``interval`` seconds
+    on a thread of its own. ``mean`` is None off CUDA, or where NVML cannot be read (the
+    ``nvidia-ml-py`` package missing): then nothing is sampled at all.
+    """
+
+    def __init__(self, device: torch.device, interval: float = 0.2, read: Callable[[], float] | None = None):
+        self.interval = interval
+        self.read = read or (lambda: float(torch.cuda.utilization(device)))
+        self.active = read is not None or device.type == "cuda"
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> GpuUtilisation:
+        if self.active:
+            try:
+                self.read()  # NVML present and readable? (ModuleNotFoundError: no pynvml)
+            except Exception:
+                self.active = False
+                return self
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.samples.append(self.read())
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    @property
+    def mean(self) -> float | None:
+        return sum(self.samples) / len(self.samples) if self.samples else None
+
+
 class _Timed:
     """Wraps a loader for ``train_student``: starts the clock when the first post-warm-up batch is
     asked for (the warm-up batches' work is then done) and counts the images handed out after it."""
@@ -246,6 +289,7 @@ def bench(
         "teacher": space.teacher.model,
         "student": space.student,
         "batch_size": batch_size,
+        "loader_workers": runtime.loader_workers,
         "trial_images": len(subset) * space.trial.epochs,
         "seconds_per_figure": seconds,
     }
@@ -287,14 +331,19 @@ def bench(
     seed_everything(seed)
     student = build_model(space.student, **shape)
     timed = _Timed(make_loader(x_sub, y_sub, transform, batch_size, runtime, seed), WARMUP_BATCHES)
-    train_student(student, timed, replace(settings, epochs=epochs), normalise, teacher, kd)
-    _sync(runtime)
+    with GpuUtilisation(runtime.device) as gpu:
+        train_student(student, timed, replace(settings, epochs=epochs), normalise, teacher, kd)
+        _sync(runtime)
     figures["trial_step_img_s"] = timed.images / (time.perf_counter() - timed.start)
     figures["efficiency"] = figures["trial_step_img_s"] / bound
     if runtime.device.type == "cpu":  # augmentation and the models share the same cores
         core_seconds = figures["cores"] / bound + max(1, runtime.loader_workers) / figures["augment_img_s"]
         figures["shared_cpu_bound_img_s"] = figures["cores"] / core_seconds
         figures["shared_cpu_efficiency"] = figures["trial_step_img_s"] / figures["shared_cpu_bound_img_s"]
+    else:  # the GPU computes while the cores augment: the slower of the two bounds the step
+        figures["pipeline_bound_img_s"] = min(figures["augment_img_s"], bound)
+        figures["pipeline_efficiency"] = figures["trial_step_img_s"] / figures["pipeline_bound_img_s"]
+        figures["gpu_utilisation_percent"] = gpu.mean
     del timed
     workers_rss = _peak_rss_mb()  # the workers have ended: their high-water mark is in
 
@@ -323,7 +372,10 @@ def bench(
     figures["trial_seconds_estimate"] = trial_seconds
     figures["optuna_seconds_per_trial"] = optuna_seconds
     figures["optuna_fraction"] = optuna_seconds / (trial_seconds + optuna_seconds)
-    figures["peak_rss_mb"] = {**_peak_rss_mb(), "largest_worker": workers_rss["largest_worker"]}
+    # With no loader workers there is no worker to report: the children's high-water mark then shows only
+    # a short-lived child started while torch is imported (434 MB here right after `import torch`).
+    worker = workers_rss["largest_worker"] if runtime.loader_workers else None
+    figures["peak_rss_mb"] = {**_peak_rss_mb(), "largest_worker": worker}
     return {key: round(value, 4) if isinstance(value, float) else value for key, value in figures.items()}
 
 
@@ -376,7 +428,10 @@ def format_figures(figures: dict[str, Any]) -> str:
         ("space / device", f"{figures['space']} / {figures['device']}"),
         ("teacher -> student", f"{figures['teacher']} -> {figures['student']}"),
         ("trial batch size", f"{figures['batch_size']}"),
-        ("(a) augmentation alone (workers)", f"{figures['augment_img_s']:,.0f} img/s"),
+        (
+            f"(a) augmentation alone ({figures['loader_workers']} workers)",
+            f"{figures['augment_img_s']:,.0f} img/s",
+        ),
         (
             "    per image: augment / plain Compose",
             f"{figures['augment_us_per_image']:.0f} / {figures['compose_us_per_image']:.0f} us"
@@ -395,6 +450,15 @@ def format_figures(figures: dict[str, Any]) -> str:
             if "shared_cpu_bound_img_s" in figures
             else []
         ),
+        *(
+            [
+                ("bound min(a, compute bound)", f"{figures['pipeline_bound_img_s']:,.0f} img/s"),
+                ("efficiency d / that bound", f"{figures['pipeline_efficiency']:.3f}"),
+                ("GPU utilisation during (d)", _percent(figures["gpu_utilisation_percent"])),
+            ]
+            if "pipeline_bound_img_s" in figures
+            else []
+        ),
         ("(e) naive loop", f"{figures['naive_img_s']:,.0f} img/s"),
         ("speed-up d / e", f"{figures['speedup_over_naive']:.2f}x"),
         ("proxy (T. stddev) per trial", f"{figures['proxy_seconds']:.3f} s"),
@@ -405,7 +469,15 @@ def format_figures(figures: dict[str, Any]) -> str:
             f"{figures['optuna_seconds_per_trial'] * 1000:.1f} ms, "
             f"{figures['optuna_fraction']:.2%} of a trial",
         ),
-        ("peak RSS: main / largest worker", f"{rss['main']:,.0f} MB / {rss['largest_worker']:,.0f} MB"),
+        (
+            "peak RSS: main / largest worker",
+            f"{rss['main']:,.0f} MB / "
+            + ("no workers" if rss["largest_worker"] is None else f"{rss['largest_worker']:,.0f} MB"),
+        ),
     ]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def _percent(value: float | None) -> str:
+    return "not read (NVML: pip install nvidia-ml-py)" if value is None else f"{value:.0f}%"

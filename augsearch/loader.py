@@ -2,8 +2,10 @@
 
 Each loader item is a whole batch (the sampler yields index lists), so a worker runs the
 albumentations pipeline over a batch and ships one uint8 array: far less inter-process traffic
-than per-sample items through ``collate``. Normalisation and the float conversion happen on the
-device, where they are nearly free. Augmentation is random, so nothing here is cached per sample.
+than per-sample items through ``collate``. (Where there is no core to spare, a 2-core CPU, the
+runtime asks for no workers and the same per-batch augmentation runs in the main process.)
+Normalisation and the float conversion happen on the device, where they are nearly free.
+Augmentation is random, so nothing here is cached per sample.
 """
 
 from __future__ import annotations

@@ -69,12 +69,12 @@ def _dtype_name(dtype: torch.dtype | None) -> str:
 def resolve(device: str = "auto", loader_workers: int | None = None) -> Runtime:
     """Pick the device and everything that follows from it.
 
-    ``auto`` takes CUDA when present. Loader workers: on CUDA one per spare core (at most 4), since
-    the GPU computes while the cores augment. On a CPU of two cores or fewer, none: the models' step
-    already fills both cores, and a worker augmenting beside it made the trial step 8% slower than
-    augmenting in the main process between steps (3,070 vs 3,350 img/s on the default space), its
-    work contending with torch's threads. Larger CPUs keep one worker per spare core (at most 4);
-    that choice is not measured here.
+    ``auto`` takes CUDA when present. Loader workers: on CUDA one per spare core, every one of them,
+    since the GPU computes while the cores augment and augmentation is what bounds a small student
+    there. On a CPU of two cores or fewer, none: the models' step already fills both cores, and a
+    worker augmenting beside it made the default space's trial step slower than augmenting in the
+    main process between steps (``augsearch bench --loader-workers 1``, README), its work contending
+    with torch's threads. Larger CPUs keep one worker per spare core, at most 4; not measured here.
     """
     if device not in DEVICES:
         raise UserError(f"unknown device '{device}'; choose one of {', '.join(DEVICES)}")
@@ -85,7 +85,7 @@ def resolve(device: str = "auto", loader_workers: int | None = None) -> Runtime:
     if THREADS_VARIABLE in os.environ:  # one of several workers: its share of the cores, no more
         torch.set_num_threads(cores)
     if loader_workers is None:
-        loader_workers = min(4, cores - 1) if cores > 2 or (use_cuda and cores > 1) else 0
+        loader_workers = cores - 1 if use_cuda else (min(4, cores - 1) if cores > 2 else 0)
     if use_cuda:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True

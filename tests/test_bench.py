@@ -2,10 +2,12 @@
 
 import contextlib
 import json
+import time
 
+import torch
 from conftest import run_cli
 
-from augsearch.bench import format_figures, representative_kd, representative_transform
+from augsearch.bench import GpuUtilisation, format_figures, representative_kd, representative_transform
 from augsearch.cli import main
 from augsearch.space import load_space
 
@@ -42,10 +44,42 @@ def test_bench_measures_and_prints_every_figure(tmp_path):
     for label in labels:
         assert label in table
     assert not list(tmp_path.iterdir())  # the bench writes nothing
+    # the rows a CUDA run prints instead of the shared-cores ones (no GPU here: the figures are made up)
+    cuda = {k: v for k, v in figures.items() if not k.startswith("shared_cpu")}
+    cuda |= {"pipeline_bound_img_s": 5000.0, "pipeline_efficiency": 0.72, "gpu_utilisation_percent": 63.4}
+    table = format_figures(cuda)
+    assert "on the cores" not in table and "0.720" in table
+    assert [line.split()[-1] for line in table.splitlines() if "GPU utilisation" in line] == ["63%"]
+    assert "not read (NVML" in format_figures(cuda | {"gpu_utilisation_percent": None})
+
+
+def test_gpu_utilisation_averages_samples_taken_while_the_block_runs():
+    readings = iter([0.0, 50.0, 70.0, 90.0, 90.0, 90.0, 90.0, 90.0, 90.0, 90.0] + [90.0] * 1000)
+    with GpuUtilisation(torch.device("cuda"), interval=0.01, read=lambda: next(readings)) as gpu:
+        time.sleep(0.1)
+    assert gpu.samples and gpu.samples[0] == 50.0  # the first read only checks that NVML answers
+    assert gpu.mean == sum(gpu.samples) / len(gpu.samples)
+    count = len(gpu.samples)
+    time.sleep(0.05)
+    assert len(gpu.samples) == count  # the sampling thread stopped with the block
+
+
+def test_gpu_utilisation_is_none_off_cuda_or_without_nvml():
+    with GpuUtilisation(torch.device("cpu")) as gpu:
+        pass
+    assert gpu.mean is None and gpu._thread is None
+
+    def no_nvml() -> float:
+        raise ModuleNotFoundError("No module named 'pynvml'")
+
+    with GpuUtilisation(torch.device("cuda"), interval=0.01, read=no_nvml) as gpu:
+        time.sleep(0.03)
+    assert gpu.mean is None and gpu._thread is None
 
 
 def test_bench_refuses_bad_input_with_one_line(capsys):
-    for args in (("--seconds", "0"), ("--space", "no-such-space"), ("--device", "tpu")):
+    bad = (("--seconds", "0"), ("--space", "no-such-space"), ("--device", "tpu"), ("--loader-workers", "-1"))
+    for args in bad:
         with contextlib.suppress(SystemExit):  # argparse exits; UserError returns 2
             assert main(["bench", *args]) == 2
         assert len(capsys.readouterr().err.strip().splitlines()) == 1

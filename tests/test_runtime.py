@@ -35,6 +35,21 @@ def test_cpu_loader_workers_only_where_cores_are_spare(monkeypatch, cores, worke
     assert resolve("cpu", 1).loader_workers == 1  # an explicit count is kept
 
 
+def test_cuda_runtime_uses_bf16_channels_last_and_every_spare_core(monkeypatch):
+    """Decided without a GPU: only the decision is tested here (torch.device("cuda") needs no card)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr("augsearch.runtime.cpu_share", lambda: 16)
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    flags = (cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32)  # resolve sets them for CUDA
+    try:
+        runtime = resolve("auto")
+    finally:  # (monkeypatch cannot undo matmul's flag: it is not a plain attribute)
+        cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32 = flags
+    assert runtime.device.type == "cuda" and runtime.channels_last and runtime.pin_memory
+    assert runtime.autocast_dtype == runtime.teacher_dtype == torch.bfloat16
+    assert runtime.loader_workers == 15
+
+
 def test_teacher_autocast_is_the_teacher_precision_only():
     runtime = dataclasses.replace(resolve("cpu"), teacher_dtype=torch.bfloat16)
     layer = torch.nn.Linear(4, 2)
