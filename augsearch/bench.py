@@ -53,7 +53,7 @@ import optuna
 import torch
 
 from augsearch.compiled import compile_pipeline
-from augsearch.data import load_dataset, validation_split
+from augsearch.data import load_dataset, stand_in, validation_split
 from augsearch.distill import (
     evaluate,
     freeze,
@@ -259,16 +259,22 @@ def bench(
     data_dir: Path | None = None,
     progress: Callable[[str], None] | None = None,
     loader_workers: int | None = None,
+    stand_in_data: bool = False,
 ) -> dict[str, Any]:
     """Measure everything the module docstring lists; a JSON-ready dict of figures.
 
     ``loader_workers`` overrides the runtime's choice, to compare worker counts on one machine.
+    ``stand_in_data`` measures on generated images of the dataset's shape (:func:`augsearch.data.stand_in`)
+    instead of loading it: for a machine without the dataset (speed only; the bench never scores accuracy).
     """
     say = progress or (lambda line: None)
     space = load_space(space_name)
     runtime = resolve(device, loader_workers)
     seed = space.study.seed
-    data = load_dataset(space.dataset.name, data_dir, synthetic=space.dataset.synthetic)
+    if stand_in_data:
+        data = load_dataset("synthetic", synthetic=stand_in(space.dataset.name, space.dataset.synthetic))
+    else:
+        data = load_dataset(space.dataset.name, data_dir, synthetic=space.dataset.synthetic)
     normalise = Normaliser.fit(data.x_train, runtime)
     train_index, val_index = validation_split(data.y_train, space.dataset.validation_fraction, seed)
     subset = trial_subset(train_index, space.trial.subset, seed)
@@ -283,6 +289,7 @@ def bench(
     settings = replace(space.trial, batch_size=batch_size)
     figures: dict[str, Any] = {
         "space": space.name,
+        "data": f"generated stand-in for {space.dataset.name}" if stand_in_data else data.name,
         "device": runtime.describe(),
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch": torch.__version__,
@@ -426,6 +433,7 @@ def format_figures(figures: dict[str, Any]) -> str:
     rss = figures["peak_rss_mb"]
     rows = [
         ("space / device", f"{figures['space']} / {figures['device']}"),
+        ("data", figures["data"]),
         ("teacher -> student", f"{figures['teacher']} -> {figures['student']}"),
         ("trial batch size", f"{figures['batch_size']}"),
         (

@@ -110,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--loader-workers", type=int, help="loader worker processes (default: the device's choice)"
     )
+    bench.add_argument(
+        "--stand-in-data",
+        action="store_true",
+        help="generated images of the dataset's shape instead of the dataset (speed only; no download)",
+    )
     bench.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
     no_auth = "optuna-dashboard has NO authentication: anyone who can reach HOST:PORT can change the study"
@@ -230,7 +235,9 @@ def _bench(args: argparse.Namespace) -> None:
     if args.loader_workers is not None and args.loader_workers < 0:
         raise UserError(f"--loader-workers must be 0 or more, got {args.loader_workers}")
     say = None if args.json else lambda line: print(line, file=sys.stderr, flush=True)
-    figures = bench(args.space, args.device, args.seconds, args.data_dir, say, args.loader_workers)
+    figures = bench(
+        args.space, args.device, args.seconds, args.data_dir, say, args.loader_workers, args.stand_in_data
+    )
     print(json.dumps(figures) if args.json else format_figures(figures))
 
 

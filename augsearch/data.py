@@ -48,6 +48,33 @@ class SyntheticSpec:
     seed: int = 0
 
 
+# name -> (classes, channels, image size, training images): what a named dataset looks like, unloaded
+KNOWN_SHAPES = {
+    "fashion-mnist": (10, 1, 28, 60_000),
+    "cifar10": (10, 3, 32, 50_000),
+    "cifar100": (100, 3, 32, 50_000),
+}
+
+
+def stand_in(name: str, synthetic: SyntheticSpec | None = None) -> SyntheticSpec:
+    """Generated images shaped like dataset ``name``: its classes, channels, image size and number of
+    training images. For measuring speed where the dataset is not at hand (a GPU machine that cannot
+    download it): what a trial costs depends on these shapes, not on what the pixels show. Never for
+    accuracy. ``synthetic`` is the space's own spec, used when ``name`` is ``synthetic``.
+    """
+    if name == "synthetic":
+        return synthetic or SyntheticSpec()
+    if name not in KNOWN_SHAPES:
+        known = ", ".join([*KNOWN_SHAPES, "synthetic"])
+        raise UserError(
+            f"no stand-in for dataset {name!r}: its shape is known only once loaded ({known} are)"
+        )
+    classes, channels, size, train = KNOWN_SHAPES[name]
+    return SyntheticSpec(
+        num_classes=classes, channels=channels, image_size=size, train_size=train, test_size=1000
+    )
+
+
 @dataclass(frozen=True, eq=False)  # eq=False: comparing/hashing numpy arrays elementwise makes no sense
 class ImageData:
     """A dataset in memory: uint8 (N,H,W,C) images with C in {1,3}, int64 labels, class names."""

@@ -4,11 +4,14 @@ import contextlib
 import json
 import time
 
+import pytest
 import torch
 from conftest import run_cli
 
 from augsearch.bench import GpuUtilisation, format_figures, representative_kd, representative_transform
 from augsearch.cli import main
+from augsearch.data import SyntheticSpec, stand_in
+from augsearch.errors import UserError
 from augsearch.space import load_space
 
 RATES = ("augment_img_s", "student_step_img_s", "teacher_img_s", "compute_bound_img_s", "trial_step_img_s")
@@ -75,6 +78,20 @@ def test_gpu_utilisation_is_none_off_cuda_or_without_nvml():
     with GpuUtilisation(torch.device("cuda"), interval=0.01, read=no_nvml) as gpu:
         time.sleep(0.03)
     assert gpu.mean is None and gpu._thread is None
+
+
+def test_stand_in_data_has_the_datasets_shape_and_the_bench_says_it_used_it(tmp_path):
+    assert stand_in("cifar10") == SyntheticSpec(10, 3, 32, train_size=50_000, test_size=1000)
+    assert (stand_in("fashion-mnist").channels, stand_in("fashion-mnist").image_size) == (1, 28)
+    assert stand_in("cifar100").num_classes == 100
+    own = SyntheticSpec(num_classes=3, train_size=60)
+    assert stand_in("synthetic", own) is own
+    with pytest.raises(UserError, match="no stand-in for dataset 'npz:x"):
+        stand_in("npz:x.npz")
+    args = ("--space", "smoke", "--device", "cpu", "--seconds", "0.1", "--stand-in-data", "--json")
+    result = run_cli("bench", *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout)["data"] == "generated stand-in for synthetic"
 
 
 def test_bench_refuses_bad_input_with_one_line(capsys):
