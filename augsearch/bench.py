@@ -151,7 +151,8 @@ class GpuUtilisation:
     """Mean GPU utilisation while the ``with`` block runs: the percent of time a kernel was executing,
     as nvidia-smi reports it, read from NVML (``torch.cuda.utilization``) every ``interval`` seconds
     on a thread of its own. ``mean`` is None off CUDA, or where NVML cannot be read (the
-    ``nvidia-ml-py`` package missing): then nothing is sampled at all.
+    ``nvidia-ml-py`` package missing): then nothing is sampled at all. Around (d) it also counts the
+    loader's worker start and the warm-up batches, a second or so of an idle GPU: a slight underestimate.
     """
 
     def __init__(self, device: torch.device, interval: float = 0.2, read: Callable[[], float] | None = None):
@@ -175,7 +176,10 @@ class GpuUtilisation:
 
     def _sample(self) -> None:
         while not self._stop.wait(self.interval):
-            self.samples.append(self.read())
+            try:
+                self.samples.append(self.read())
+            except Exception:  # NVML stopped answering: keep what was read
+                return
 
     def __exit__(self, *exc_info: object) -> None:
         self._stop.set()

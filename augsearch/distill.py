@@ -178,8 +178,9 @@ def inference_teacher(model: nn.Module, runtime: Runtime) -> nn.Module:
     A frozen BatchNorm is an affine map per channel, so it folds into the conv's weights and bias
     (Ioffe & Szegedy 2015, Alg. 2; torch.fx's ``fuse`` does it): the same logits up to float
     rounding (about 1e-6 relative) with one pass over the activations less per conv, 1.6x faster
-    for cnn-teacher on CPU. A model torch.fx cannot trace (some torchvision nets) is used unfolded.
-    ``model`` itself is left as it is: it is the one that is saved and evaluated.
+    for cnn-teacher on CPU. ``model``'s weights are left as they are (it is the one saved and
+    evaluated). A model torch.fx cannot trace (data-dependent control flow, some torchvision nets)
+    is not copied: it is returned itself, frozen and on the device, unfolded.
     """
     frozen = freeze(model)
     try:
