@@ -142,13 +142,19 @@ def _ask(study: optuna.Study) -> optuna.Trial:
 
 
 def _give_back(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
-    """Fail an interrupted trial with the reason, and queue its parameters to be run again."""
+    """Fail an interrupted trial with the reason, and queue its parameters to be run again.
+
+    The parameters are read back from the storage, not from ``trial``: a signal that lands inside a
+    ``suggest_*`` call after the storage has the value but before the ``Trial`` object caches it would
+    otherwise re-queue the trial without that parameter (seen: the re-queued trial had ``{}`` where the
+    failed one had ``op0``)."""
     with _signals_deferred():
-        if study._storage.get_trial(trial._trial_id).state.is_finished():
+        stored = study._storage.get_trial(trial._trial_id)
+        if stored.state.is_finished():
             return  # already failed and re-queued by a sweep
         trial.set_user_attr("fail_reason", reason)
         study.tell(trial, state=TrialState.FAIL)
-        requeue(study, trial)
+        requeue(study, stored)
 
 
 def _step_back(study: optuna.Study, trial: optuna.Trial) -> None:

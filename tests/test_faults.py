@@ -107,10 +107,14 @@ def trials_of(cwd: Path) -> list[optuna.trial.FrozenTrial]:
 
 
 def running_on(cwd: Path, pid: int) -> list[optuna.trial.FrozenTrial]:
+    """The process's running trials once all their parameters are sampled (the policy is recorded), so a
+    snapshot's parameters are the trial's. A signal during sampling: test_workers' requeue test."""
     return [
         t
         for t in trials_of(cwd)
-        if t.state == TrialState.RUNNING and t.user_attrs.get("worker", "").endswith(f":{pid}")
+        if t.state == TrialState.RUNNING
+        and t.user_attrs.get("worker", "").endswith(f":{pid}")
+        and "policy" in t.user_attrs
     ]
 
 

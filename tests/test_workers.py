@@ -16,7 +16,7 @@ from augsearch.pipeline import RunOptions, run
 from augsearch.runtime import resolve, visible_gpus, worker_environments
 from augsearch.space import load_space
 from augsearch.study import default_storage, journal_storage, load_stored_study, open_storage, open_study
-from augsearch.workers import Ledger, WorkerOptions, run_trials, work
+from augsearch.workers import Ledger, WorkerOptions, _give_back, run_trials, work
 
 
 def assert_clean_ledger(study: optuna.Study, finished: int) -> None:
@@ -115,3 +115,21 @@ def test_run_with_workers_then_a_worker_joins(tmp_path):
     assert document["provenance"]["trial"] == again.best_trial.number
     with pytest.raises(UserError, match="no study database at"):
         work(WorkerOptions(study="nope", studies_dir=tmp_path / "out"))
+
+
+def test_an_interrupted_trial_is_requeued_with_every_parameter_the_storage_has(tmp_path):
+    """A signal inside suggest_* can land after the storage has the value, before the Trial caches it."""
+    study = optuna.create_study(storage=open_storage(journal_storage(tmp_path)), direction="maximize")
+    trial = study.ask()
+    trial.suggest_float("lr", 0.01, 0.1)
+    distribution = optuna.distributions.CategoricalDistribution(["Rotate", "MotionBlur"])
+    study._storage.set_trial_param(trial._trial_id, "op0", 1, distribution)  # stored, not cached
+    assert "op0" not in trial.params
+    _give_back(study, trial, "interrupted by SIGTERM; re-queued")
+    failed, waiting = study.trials
+    assert failed.state == TrialState.FAIL and waiting.state == TrialState.WAITING
+    assert (
+        waiting.system_attrs["fixed_params"]
+        == failed.params
+        == {"lr": failed.params["lr"], "op0": "MotionBlur"}
+    )
