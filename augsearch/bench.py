@@ -69,8 +69,11 @@ from augsearch.ops import make_op, op_names
 from augsearch.policy import KDSettings, sample_policy
 from augsearch.proxy import ATTRIBUTE, proxy_images, teacher_stddev
 from augsearch.runtime import Runtime, resolve, seed_everything
-from augsearch.space import Space, load_space
-from augsearch.study import default_storage, make_pruner, make_sampler, open_storage, trial_subset
+from augsearch.settings import Space
+from augsearch.space import load_space
+from augsearch.storage import default_storage, open_storage
+from augsearch.study import make_pruner, make_sampler
+from augsearch.workspace import trial_subset
 
 WARMUP_BATCHES = 3
 

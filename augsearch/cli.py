@@ -242,7 +242,7 @@ def _bench(args: argparse.Namespace) -> None:
 
 
 def _validate(args: argparse.Namespace) -> None:
-    from augsearch.validate import validate_file
+    from augsearch.pipeline import validate_file
 
     print(validate_file(args.file))
 
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"augsearch: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as stop:  # SIGINT, or SIGTERM in a search (workers.Interrupted): 130, 143
+    except KeyboardInterrupt as stop:  # SIGINT, or SIGTERM in a search (trials.Interrupted): 130, 143
         print("augsearch: interrupted; run the same command again to resume", file=sys.stderr)
         return 128 + getattr(stop, "signum", 2)
     except Exception as error:

@@ -2,7 +2,7 @@
 
 optuna-dashboard has no authentication: whoever reaches the port can read the study and change it
 (notes, deletions). So it binds to 127.0.0.1 unless told otherwise. It runs beside a search without
-disturbing it: both sides open the study through :func:`augsearch.study.open_storage`. For a SQLite
+disturbing it: both sides open the study through :func:`augsearch.storage.open_storage`. For a SQLite
 file its 60 s busy timeout makes a reader wait out a writer's commit (and the other way round) instead
 of failing with "database is locked"; a journal file (a search with several workers) is read under the
 journal's own lock; a server needs nothing.
@@ -21,7 +21,7 @@ import optuna_dashboard
 
 from augsearch.errors import UserError
 from augsearch.preview import artifact_store
-from augsearch.study import open_storage, study_storage_url
+from augsearch.storage import open_storage, study_storage_url
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from augsearch.loader import Normaliser, plain_batches
 from augsearch.mixing import MixSettings, mix_batch
 from augsearch.policy import KDSettings
 from augsearch.runtime import Runtime
-from augsearch.space import TrainSettings
+from augsearch.settings import TrainSettings
 
 
 class NonFiniteLoss(RuntimeError):

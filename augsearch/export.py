@@ -27,7 +27,8 @@ import optuna
 from augsearch import files
 from augsearch.errors import UserError
 from augsearch.mixing import NO_MIXING, MixSettings
-from augsearch.policy import KDSettings, Policy, build_transform
+from augsearch.policy import KDSettings, Policy, build_transform, trial_policy
+from augsearch.storage import load_stored_study, study_storage_url
 from augsearch.validate import check_policy_document
 
 FORMAT = "augsearch-policy"
@@ -138,12 +139,10 @@ def export_best(study: optuna.Study, storage: str, output: Path) -> dict[str, An
     provenance |= {
         key: attrs.get(key) for key in ("space", "space_sha256", "dataset", "teacher", "student", "seed")
     }
-    return write_policy(output, Policy.from_dict(best.user_attrs["policy_json"]), provenance)
+    return write_policy(output, trial_policy(best), provenance)
 
 
 def export_study(study_name: str, studies_dir: Path, storage: str | None, output: Path) -> dict[str, Any]:
     """``augsearch export``: the best policy of a stored study."""
-    from augsearch.study import load_stored_study, study_storage_url
-
     study = load_stored_study(study_name, studies_dir, storage)  # the SQLite or the journal file it has
     return export_best(study, study_storage_url(study_name, studies_dir, storage), output)

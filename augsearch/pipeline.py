@@ -1,4 +1,4 @@
-"""The commands' flows, top to bottom: ``run``, ``retrain`` and ``report``.
+"""The commands' flows, top to bottom: ``run``, ``retrain``, ``report`` and ``validate``.
 
 ``run``: space -> data -> teacher -> search -> export -> retrain -> report. Every step writes under
 ``<studies>/<study>/``, and running the same command again resumes: finished trials are kept, a cached
@@ -8,36 +8,29 @@ the same workspace from what the study recorded (space file, dataset, seed).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
-from torch import nn
 from tqdm import tqdm
 
 from augsearch import report
+from augsearch.attributes import WALL_SECONDS
 from augsearch.data import validation_split
 from augsearch.errors import UserError
-from augsearch.export import export_best
-from augsearch.policy import Policy, build_transform
+from augsearch.export import export_best, load_policy
+from augsearch.policy import build_transform, trial_policy
 from augsearch.preview import preview_images, render_grid
 from augsearch.retrain import candidates, load_runs, retrain_all
 from augsearch.space import load_space
-from augsearch.study import (
-    TrialContext,
-    finished,
-    load_stored_study,
-    local_storage,
-    make_objective,
-    open_study,
-    optimize,
-    requeue_interrupted,
-    trial_subset,
-)
+from augsearch.storage import load_stored_study, local_storage, requeue_interrupted
+from augsearch.study import make_objective, open_study
+from augsearch.trials import finished, optimize
 from augsearch.warmstart import enqueue_warm_starts
 from augsearch.workers import SpawnOptions, WorkersFailed, describe_exit, spawn_workers
-from augsearch.workspace import Workspace, open_workspace, teacher_for
+from augsearch.workspace import Workspace, open_workspace, teacher_for, trial_context, workspace_of
 
 
 @dataclass(frozen=True)
@@ -78,7 +71,7 @@ def _progress_line(bar: tqdm) -> Any:
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         value = "-" if trial.value is None else f"{trial.value:.4f}"
         best = f"{study.best_value:.4f}" if any(t.value is not None for t in study.trials) else "-"
-        seconds = trial.user_attrs.get("wall_seconds", 0)
+        seconds = trial.user_attrs.get(WALL_SECONDS, 0)
         bar.write(
             f"trial {trial.number:>3} {trial.state.name.lower():<8} val {value}  best {best}  {seconds:.0f}s"
         )
@@ -160,44 +153,12 @@ def run(options: RunOptions) -> tuple[str, Path]:
     return _report(study, workspace, study_dir), study_dir
 
 
-def trial_context(workspace: Workspace, teacher: nn.Module, study_dir: Path) -> TrialContext:
-    """What every trial of the study needs, the same in ``run`` and in each ``augsearch worker``."""
-    space, data, seed = workspace.space, workspace.data, workspace.seed
-    train_index, val_index = validation_split(data.y_train, space.dataset.validation_fraction, seed)
-    subset = trial_subset(train_index, space.trial.subset, seed)
-    return TrialContext(
-        space,
-        data,
-        subset,
-        val_index,
-        teacher,
-        workspace.normalise,
-        seed,
-        artifacts_dir=study_dir / "artifacts",
-    )
-
-
-def _workspace_of(study: optuna.Study, data_dir: Path | None, device: str) -> Workspace:
-    """The workspace a study was searched in, from its recorded space file, dataset and seed."""
-    space_path = study.user_attrs.get("space")
-    if not space_path or not Path(space_path).is_file():
-        raise UserError(
-            f"study '{study.study_name}' records no readable space file ({space_path}); cannot rebuild it"
-        )
-    space = load_space(space_path)
-    if space.sha256 != study.user_attrs.get("space_sha256"):
-        raise UserError(
-            f"{space_path} changed since study '{study.study_name}' was made; restore it to retrain"
-        )
-    return open_workspace(space, study.user_attrs["dataset"], data_dir, device, int(study.user_attrs["seed"]))
-
-
 def retrain(options: RetrainOptions) -> str:
     """Retrain the best ``top`` trials and the named baselines with ``seeds`` seeds each; report."""
     if options.seeds < 1 or options.top < 1 or (options.epochs is not None and options.epochs < 1):
         raise UserError("--seeds, --top and --epochs must be at least 1")
     study = load_stored_study(options.study, options.studies_dir, options.storage)
-    workspace = _workspace_of(study, options.data_dir, options.device)
+    workspace = workspace_of(study, options.data_dir, options.device)
     checkpoint = study.user_attrs.get("teacher_checkpoint")
     teacher, _ = teacher_for(workspace, options.studies_dir, Path(checkpoint) if checkpoint else None)
     runs = candidates(study, workspace, options.top, options.baselines)
@@ -211,17 +172,49 @@ def retrain(options: RetrainOptions) -> str:
 def report_only(study_name: str, studies_dir: Path, storage: str | None, data_dir: Path | None) -> str:
     """Rewrite the report of a stored study from its trials and finished retrain runs."""
     study = load_stored_study(study_name, studies_dir, storage)
-    workspace = _workspace_of(study, data_dir, "cpu")
+    workspace = workspace_of(study, data_dir, "cpu")
     return _report(study, workspace, studies_dir / study_name)
 
 
 def _report(study: optuna.Study, workspace: Workspace, study_dir: Path) -> str:
     samples = None
     if any(trial.value is not None for trial in study.trials):
-        policy = Policy.from_dict(study.best_trial.user_attrs["policy_json"])
+        policy = trial_policy(study.best_trial)
         space, data = workspace.space, workspace.data
         _, val_index = validation_split(data.y_train, space.dataset.validation_fraction, workspace.seed)
         samples = render_grid(
             build_transform(policy), preview_images(data, val_index, workspace.seed), workspace.seed
         )
     return report.write(study_dir, study, load_runs(study_dir), samples)
+
+
+def _is_policy_file(path: Path) -> bool:
+    """By extension (.json: policy, .yaml/.yml: space), else by content: a JSON object with "format"."""
+    if path.suffix == ".json":
+        return True
+    if path.suffix in (".yaml", ".yml") or not path.is_file():
+        return False
+    try:
+        document = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(document, dict) and "format" in document
+
+
+def validate_file(name: str) -> str:
+    """``augsearch validate FILE``: the one-line verdict for a space or a policy file; UserError if bad."""
+    path = Path(name)
+    if _is_policy_file(path):
+        loaded = load_policy(path)
+        kd = loaded.kd
+        beta = "" if kd.beta is None else f", beta={kd.beta:g}"
+        mix = loaded.mix
+        mixing = f"; mixing {mix.kind}, p={mix.p:g}, alpha={mix.alpha:g}" if mix.active else ""
+        return (
+            f"ok: policy file {path} ({len(loaded.transform.transforms)} top-level transforms; "
+            f"KD {kd.loss}, T={kd.temperature:g}, alpha={kd.alpha:g}{beta}{mixing})"
+        )
+    if path.is_file() and "/" not in name and path.suffix not in (".yaml", ".yml"):
+        name = f"./{name}"  # a file, not a shipped space's name
+    space = load_space(name)
+    return f"ok: search space '{space.name}' ({space.path}): {space.description or 'no description'}"

@@ -24,9 +24,10 @@ from typing import Any
 import albumentations as A
 import optuna
 
+from augsearch.attributes import POLICY_JSON
 from augsearch.mixing import NO_MIXING, MixSettings
 from augsearch.ops import make_erasing, make_op, op_names
-from augsearch.space import KD_LOSSES, IntRange, Range, Space, Stage, TrainSettings
+from augsearch.settings import KD_LOSSES, IntRange, Range, Space, Stage, TrainSettings
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,11 @@ class Policy:
             trivial=None if trivial is None else Trivial(tuple(str(op) for op in trivial["ops"])),
             erasing=None if erasing is None else Erasing(float(erasing["p"]), float(erasing["size"])),
         )
+
+
+def trial_policy(trial: optuna.Trial | optuna.trial.FrozenTrial) -> Policy:
+    """The policy a trial ran, as the objective stored it (:data:`augsearch.attributes.POLICY_JSON`)."""
+    return Policy.from_dict(trial.user_attrs[POLICY_JSON])
 
 
 def _count(value: Any) -> int:

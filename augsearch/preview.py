@@ -29,11 +29,13 @@ from optuna_dashboard.artifact import get_artifact_path
 from PIL import Image
 
 from augsearch import files
+from augsearch.attributes import POLICY_JSON
 from augsearch.data import ImageData, load_dataset, validation_split
 from augsearch.errors import UserError
 from augsearch.export import load_policy
-from augsearch.policy import Policy, build_transform
+from augsearch.policy import Policy, build_transform, trial_policy
 from augsearch.space import load_space
+from augsearch.storage import load_stored_study
 
 FILENAME = "augmentation-preview.png"  # how the artifact is named in optuna-dashboard
 BACKGROUND = 128  # mid grey: gaps stay visible between black and between white images
@@ -185,8 +187,6 @@ def _source(options: PreviewOptions) -> tuple[A.Compose, dict[str, Any], str]:
     if options.policy_file is not None:
         loaded = load_policy(options.policy_file)
         return loaded.transform, loaded.provenance, str(options.policy_file)
-    from augsearch.study import load_stored_study  # study imports this module
-
     study = load_stored_study(options.study, options.studies_dir, options.storage)
     trials = {trial.number: trial for trial in study.get_trials(deepcopy=False)}
     if options.trial is None:
@@ -198,10 +198,10 @@ def _source(options: PreviewOptions) -> tuple[A.Compose, dict[str, Any], str]:
         trial = trials[options.trial]
     else:
         raise UserError(f"study '{options.study}' has no trial {options.trial} (it has {len(trials)})")
-    if "policy_json" not in trial.user_attrs:
+    if POLICY_JSON not in trial.user_attrs:
         raise UserError(f"trial {trial.number} of study '{options.study}' stored no policy")
-    policy = Policy.from_dict(trial.user_attrs["policy_json"])
-    return build_transform(policy), dict(study.user_attrs), f"trial {trial.number} of study '{options.study}'"
+    what = f"trial {trial.number} of study '{options.study}'"
+    return build_transform(trial_policy(trial)), dict(study.user_attrs), what
 
 
 def write_preview(options: PreviewOptions, spec: GridSpec = GridSpec()) -> str:

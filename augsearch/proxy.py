@@ -28,9 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from augsearch.attributes import PROXY_SECONDS, PROXY_STDDEV, PRUNED_REASON
 from augsearch.distill import freeze, teacher_logits
 from augsearch.loader import Normaliser, augment
-from augsearch.space import ProxySettings
+from augsearch.settings import ProxySettings
 
 
 def teacher_stddev(
@@ -72,7 +73,7 @@ def in_worst_fraction(value: float, seen: list[float], fraction: float, startup:
     return value >= float(np.quantile(seen, 1.0 - fraction))
 
 
-ATTRIBUTE = "proxy_t_stddev"
+ATTRIBUTE = PROXY_STDDEV  # the name bench and the tests know it by
 
 
 def screen(
@@ -94,7 +95,7 @@ def screen(
     started = time.perf_counter()
     value = teacher_stddev(teacher, images[: group * settings.batches], transform, normalise, group)
     trial.set_user_attr(ATTRIBUTE, value)
-    trial.set_user_attr("proxy_seconds", round(time.perf_counter() - started, 3))
+    trial.set_user_attr(PROXY_SECONDS, round(time.perf_counter() - started, 3))
     seen = [
         t.user_attrs[ATTRIBUTE]
         for t in trial.study.get_trials(deepcopy=False)
@@ -105,6 +106,6 @@ def screen(
             f"skipped before training: T. stddev {value:.5f} is in the worst "
             f"{settings.skip_worst_fraction:.0%} of the {len(seen)} seen so far"
         )
-        trial.set_user_attr("pruned_reason", reason)
+        trial.set_user_attr(PRUNED_REASON, reason)
         raise optuna.TrialPruned(reason)
     return value

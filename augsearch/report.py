@@ -22,6 +22,7 @@ import numpy as np
 import optuna
 
 from augsearch import files
+from augsearch.attributes import POLICY, PROXY_STDDEV
 
 
 @dataclass(frozen=True)
@@ -127,10 +128,8 @@ def spearman(x: list[float], y: list[float]) -> float | None:
 
 def proxy_correlation(study: optuna.Study) -> float | None:
     """Spearman of the teacher-side T. stddev proxy vs trial validation accuracy (negative if it works)."""
-    from augsearch.proxy import ATTRIBUTE
-
-    pairs = [(t.user_attrs[ATTRIBUTE], t.value) for t in study.get_trials(deepcopy=False)
-             if t.value is not None and ATTRIBUTE in t.user_attrs]  # fmt: skip
+    pairs = [(t.user_attrs[PROXY_STDDEV], t.value) for t in study.get_trials(deepcopy=False)
+             if t.value is not None and PROXY_STDDEV in t.user_attrs]  # fmt: skip
     return spearman([a for a, _ in pairs], [b for _, b in pairs])
 
 
@@ -263,7 +262,7 @@ def write(
     ]
     if best is not None:
         markdown += ["## Best policy", "", f"Trial {best.number}, validation accuracy {best.value:.4f}:", ""]
-        markdown += ["```", best.user_attrs.get("policy", ""), "```", ""]
+        markdown += ["```", best.user_attrs.get(POLICY, ""), "```", ""]
     markdown += [f"![{name}]({name})" for name in plots] + [""]
     csv_buffer = io.StringIO()
     writer = csv.DictWriter(csv_buffer, fieldnames=[*asdict(rows[0]).keys()] if rows else ["name"])

@@ -23,25 +23,26 @@ from torch import nn
 from tqdm import tqdm
 
 from augsearch import files
+from augsearch.attributes import POLICY_JSON
 from augsearch.baselines import Candidate, baseline
 from augsearch.distill import evaluate, train_student
 from augsearch.loader import make_loader
 from augsearch.models import build_model
-from augsearch.policy import KDSettings, Policy, build_transform
+from augsearch.policy import KDSettings, Policy, build_transform, trial_policy
 from augsearch.runtime import seed_everything
-from augsearch.space import TrainSettings
+from augsearch.settings import TrainSettings
 from augsearch.workspace import Workspace
 
 
 def searched(study: optuna.Study, top: int = 1) -> list[Candidate]:
     """The best ``top`` complete trials as candidates, each with its own policy and KD settings."""
     trials = [
-        t for t in study.get_trials(deepcopy=False) if t.value is not None and "policy_json" in t.user_attrs
+        t for t in study.get_trials(deepcopy=False) if t.value is not None and POLICY_JSON in t.user_attrs
     ]
     ranked = sorted(trials, key=lambda t: (-t.value, t.number))[:top]
     out = []
     for trial in ranked:
-        policy = Policy.from_dict(trial.user_attrs["policy_json"])
+        policy = trial_policy(trial)
         name = "searched" if trial.number == ranked[0].number else f"searched #{len(out) + 1}"
         label = f"{name} (trial {trial.number})"
         out.append(Candidate(label, build_transform(policy), policy.kd, trial.number, policy.mix))

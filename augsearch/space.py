@@ -16,227 +16,45 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from augsearch.baselines import BASELINES
 from augsearch.data import SyntheticSpec
 from augsearch.errors import UserError
 from augsearch.mixing import MIX_KINDS
+from augsearch.ops import MAX_ERASING_SIZE, OPS
+from augsearch.settings import (
+    KD_LOSSES,
+    PRUNERS,
+    SAMPLERS,
+    SCHEDULES,
+    STRUCTURES,
+    BaselineSettings,
+    DataSettings,
+    ErasingSpace,
+    IntRange,
+    KDSpace,
+    MixSpace,
+    PolicySpace,
+    ProxySettings,
+    Range,
+    Space,
+    Stage,
+    StudySettings,
+    TeacherSettings,
+    TrainSearch,
+    TrainSettings,
+)
+from augsearch.validate import stage_problem
+from augsearch.warmstart import warm_start_problem
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
-SAMPLERS = ("tpe", "random", "cmaes", "gp")  # augsearch/study.py: make_sampler
-PRUNERS = ("median", "hyperband", "none")
-SCHEDULES = ("onecycle", "cosine")
-KD_LOSSES = ("hinton", "dkd")  # augsearch/distill.py: hinton_loss, dkd_loss
-# The searched per-image structures (augsearch/policy.py builds each) and the keys that belong to each.
-STRUCTURES = {
-    "slots": ("slots",),
-    "subpolicies": ("subpolicies", "length"),
-    "randaugment": ("n", "m"),
-    "trivial": (),
-}
-# Albumentations classes a space may name as a fixed stage, besides the catalogue's ops (augsearch/ops.py):
-# the geometric, crop, pad and flip stages of the usual dataset recipes. Normalisation is not among them:
-# the pipeline must hand uint8 images to the loader, which normalises on the device (augsearch/loader.py).
-# An exported policy file may hold only these, the catalogue's ops and the containers (augsearch/validate.py).
-FIXED_STAGES = (
-    "Pad", "PadIfNeeded", "RandomCrop", "CenterCrop", "Crop", "RandomResizedCrop", "Resize", "LongestMaxSize",
-    "SmallestMaxSize", "HorizontalFlip", "VerticalFlip", "RandomRotate90", "Transpose", "D4",
-)  # fmt: skip
+
 _REQUIRED = object()
-
-
-@dataclass(frozen=True)
-class Range:
-    """A searched float; ``low == high`` fixes it."""
-
-    low: float
-    high: float
-    log: bool = False
-
-
-@dataclass(frozen=True)
-class Stage:
-    """A fixed albumentations stage applied to every image: class name and its arguments."""
-
-    name: str
-    args: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class DataSettings:
-    name: str
-    validation_fraction: float = 0.1
-    synthetic: SyntheticSpec | None = None
-
-
-@dataclass(frozen=True)
-class TeacherSettings:
-    model: str
-    epochs: int = 4
-    batch_size: int = 128
-    lr: float = 0.1
-    checkpoint: str | None = None
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """One training budget: a trial's (on a subset) or the final retrain's (on train + validation)."""
-
-    epochs: int
-    batch_size: int = 128
-    lr: float = 0.05
-    weight_decay: float = 5e-4
-    schedule: str = "onecycle"
-    subset: int | None = None
-
-
-@dataclass(frozen=True)
-class IntRange:
-    """A searched integer (Optuna ``suggest_int``); ``low == high`` fixes it."""
-
-    low: int
-    high: int
-
-
-@dataclass(frozen=True)
-class ErasingSpace:
-    """``erasing: {p: ..., size: ...}``: Cutout's probability and hole side (a fraction of the image side)."""
-
-    p: Range
-    size: Range
-
-
-@dataclass(frozen=True)
-class PolicySpace:
-    """The searched per-image part of a policy, applied after the fixed stages.
-
-    ``structure`` is one of :data:`STRUCTURES`: ``slots`` (``slots`` ops applied in turn, each with its
-    own searched op, p and magnitude), ``subpolicies`` (AutoAugment: ``subpolicies`` sub-policies of
-    ``length`` such ops, one chosen uniformly per image), ``randaugment`` (N ops drawn per image, identity
-    included, at a shared magnitude M; ``n`` and ``m`` searched) or ``trivial`` (TrivialAugment: one op
-    per image, uniform op and strength; nothing searched). The ops are ``ops`` (None: the whole catalogue)
-    less ``exclude``, less the colour ops on grey data. ``erasing`` adds Cutout with searched p and size.
-    """
-
-    slots: int = 0
-    ops: tuple[str, ...] | None = None  # None: every catalogue op that suits the data's channels
-    structure: str = "slots"
-    subpolicies: int = 0
-    length: int = 0
-    n: IntRange | None = None
-    m: Range | None = None
-    exclude: tuple[str, ...] = ()
-    erasing: ErasingSpace | None = None
-
-
-@dataclass(frozen=True)
-class MixSpace:
-    """``mixing: {kinds: [none, mixup, cutmix], p: ..., alpha: ...}`` (augsearch/mixing.py).
-
-    Several kinds make a categorical parameter ``mix_kind``; ``p`` (probability that a batch is mixed)
-    and ``alpha`` (λ ~ Beta(α, α)) are suggested only in trials whose kind mixes. No section: no mixing.
-    """
-
-    kinds: tuple[str, ...] = ("none",)
-    p: Range | None = None
-    alpha: Range | None = None
-
-
-@dataclass(frozen=True)
-class TrainSearch:
-    """What a trial's budget searches: ``trial: {lr: {low, high, log}, epochs: [1, 2], batch_size: [64]}``.
-
-    Empty: nothing (``space.trial`` is used as it is). The retrain's budget is never searched: the
-    searched policy and the baselines are retrained alike.
-    """
-
-    lr: Range | None = None
-    epochs: tuple[int, ...] = ()
-    batch_size: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True)
-class KDSpace:
-    """``kd: {loss: [hinton, dkd], temperature: ..., alpha: ..., beta: ...}``.
-
-    ``losses`` lists the loss families to search (one: fixed; several: a categorical parameter
-    ``kd_loss``); a space without ``loss`` means Hinton only. ``beta`` (the NCKD weight of DKD) is
-    required when ``dkd`` is listed and refused otherwise; it is suggested only in trials that chose DKD.
-    For DKD ``alpha`` is the TCKD weight (CE keeps weight 1), for Hinton the KD-vs-CE mix.
-    """
-
-    temperature: Range
-    alpha: Range
-    losses: tuple[str, ...] = ("hinton",)
-    beta: Range | None = None
-
-
-@dataclass(frozen=True)
-class ProxySettings:
-    """The T. stddev proxy (``augsearch/proxy.py``), computed for every policy before its trial trains.
-
-    ``proxy: {batches: 4, skip_worst_fraction: 0.0, startup_trials: 5}`` (all optional, these are the
-    defaults): ``batches`` augmented batches of the trial's batch size feed the teacher (0 turns the
-    proxy off, 1 is refused: a standard deviation needs two); with ``skip_worst_fraction`` f > 0, a
-    policy whose proxy is in the highest (worst: the paper finds lower T. stddev better) fraction f of
-    the values seen so far in the study is pruned at step 0, before any training, once
-    ``startup_trials`` values have been seen.
-    """
-
-    batches: int = 4
-    skip_worst_fraction: float = 0.0
-    startup_trials: int = 5
-
-
-@dataclass(frozen=True)
-class BaselineSettings:
-    """``baselines: {names: [standard, student-alone], temperature: 4.0, alpha: 0.9}``.
-
-    ``names`` are the baselines ``augsearch run`` retrains beside the searched policy (see
-    ``augsearch/baselines.py``; ``augsearch retrain --baselines`` can ask for any); the KD baselines
-    use ``temperature`` and ``alpha``, Hinton's usual setting unless the space says otherwise.
-    """
-
-    names: tuple[str, ...] = ()
-    temperature: float = 4.0
-    alpha: float = 0.9
-
-
-@dataclass(frozen=True)
-class StudySettings:
-    trials: int
-    sampler: str = "tpe"
-    seed: int = 0
-    pruner: str = "median"
-    pruner_args: dict[str, Any] = field(default_factory=dict)
-    sampler_args: dict[str, Any] = field(default_factory=dict)
-    warm_starts: tuple[str, ...] = ()  # baselines enqueued as the first trials (augsearch/warmstart.py)
-
-
-@dataclass(frozen=True)
-class Space:
-    name: str
-    description: str
-    path: Path
-    sha256: str
-    dataset: DataSettings
-    teacher: TeacherSettings
-    student: str
-    fixed: tuple[Stage, ...]
-    policy: PolicySpace
-    kd: KDSpace
-    trial: TrainSettings
-    retrain: TrainSettings
-    study: StudySettings
-    proxy: ProxySettings = field(default_factory=ProxySettings)
-    baselines: BaselineSettings = field(default_factory=BaselineSettings)
-    fixed_searched: bool = False  # True: parameter ``fixed_on`` switches all fixed stages on or off
-    mixing: MixSpace = field(default_factory=MixSpace)
-    trial_search: TrainSearch = field(default_factory=TrainSearch)
 
 
 def find_space(name_or_path: str) -> Path:
@@ -445,8 +263,6 @@ def _policy(pol: _Reader, known: dict) -> PolicySpace:
     erasing = None
     if "erasing" in pol.raw:
         sub = pol.sub("erasing")
-        from augsearch.ops import MAX_ERASING_SIZE  # lazily, like the catalogue in parse_space
-
         erasing = ErasingSpace(sub.range("p", 0.0, 1.0), sub.range("size", 0.0, MAX_ERASING_SIZE))
         sub.done()
     policy = PolicySpace(ops=ops, structure=structure, exclude=exclude, erasing=erasing)
@@ -492,8 +308,6 @@ def _kd(reader: _Reader) -> KDSpace:
 
 def parse_space(raw: Any, path: Path, sha256: str) -> Space:
     """Check a loaded YAML document and build a :class:`Space`; one-line :class:`UserError` otherwise."""
-    from augsearch.ops import OPS  # the catalogue, to check op names
-
     top = _Reader(raw, "", path)
     data = top.sub("dataset")
     synthetic = None
@@ -532,8 +346,6 @@ def parse_space(raw: Any, path: Path, sha256: str) -> Space:
         name = stage.take("name", str)
         args = stage.take("args", dict, {})
         stage.done()
-        from augsearch.validate import stage_problem  # lazily: validate imports this module
-
         problem = stage_problem(name, args)
         if problem:
             stage.fail(f"fixed[{index}]", problem)
@@ -548,8 +360,6 @@ def parse_space(raw: Any, path: Path, sha256: str) -> Space:
     kd_reader = top.sub("kd")
     kd = _kd(kd_reader)
     kd_reader.done()
-
-    from augsearch.baselines import BASELINES  # lazily: baselines imports policy, which imports space
 
     study = top.sub("study")
     study_settings = StudySettings(
@@ -646,8 +456,6 @@ def _check_sampler_args(study: _Reader, settings: StudySettings) -> None:
 
 def _check_warm_starts(space: Space, study: _Reader) -> None:
     """Refuse a warm start the space cannot express exactly (augsearch/warmstart.py says why)."""
-    from augsearch.warmstart import warm_start_problem  # lazily: it imports policy, which imports this
-
     screening = space.proxy.batches and space.proxy.skip_worst_fraction > 0
     if screening and len(space.study.warm_starts) > space.proxy.startup_trials:
         study.fail(

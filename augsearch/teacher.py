@@ -25,7 +25,7 @@ from augsearch.loader import Normaliser, make_loader
 from augsearch.models import build_model
 from augsearch.policy import KDSettings, Policy, build_transform
 from augsearch.runtime import seed_everything
-from augsearch.space import Space, TrainSettings
+from augsearch.settings import Space, TrainSettings
 
 
 def cache_key(space: Space, data: ImageData, seed: int) -> str:

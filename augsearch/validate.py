@@ -1,4 +1,4 @@
-"""Strict checks of the files augsearch reads: ``augsearch validate FILE`` and the policy file's allow-list.
+"""Strict checks of the policy files augsearch reads (``augsearch validate FILE`` runs them): the allow-list.
 
 Why an allow-list: ``A.from_dict`` builds whatever class a JSON file names, only warns about (and drops)
 a misspelt argument, fills a missing ``p`` with 0.5 and accepts a 100,000-pixel ``Resize``. A policy file
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import json
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ import albumentations as A
 from augsearch.errors import UserError
 from augsearch.mixing import MIX_KINDS
 from augsearch.ops import MAX_ERASING_SIZE, OPS
-from augsearch.space import FIXED_STAGES, KD_LOSSES, load_space
+from augsearch.settings import FIXED_STAGES, KD_LOSSES
 
 CONTAINERS = ("Compose", "OneOf", "SomeOf", "Sequential")
 # Levels below the top Compose: 1 for the ops of a searched policy, 2 for the OneOf/SomeOf of the
@@ -280,37 +279,3 @@ def check_policy_document(document: dict[str, Any], file: Path) -> None:
         if "mixing" not in document:
             _fail(file, "mixing", "missing; schema_version 2 files hold the batch mixing ({kind, p, alpha})")
         _check_mixing(document["mixing"], "mixing", file)
-
-
-def _is_policy_file(path: Path) -> bool:
-    """By extension (.json: policy, .yaml/.yml: space), else by content: a JSON object with "format"."""
-    if path.suffix == ".json":
-        return True
-    if path.suffix in (".yaml", ".yml") or not path.is_file():
-        return False
-    try:
-        document = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    return isinstance(document, dict) and "format" in document
-
-
-def validate_file(name: str) -> str:
-    """``augsearch validate FILE``: the one-line verdict for a space or a policy file; UserError if bad."""
-    path = Path(name)
-    if _is_policy_file(path):
-        from augsearch.export import load_policy  # export imports this module
-
-        loaded = load_policy(path)
-        kd = loaded.kd
-        beta = "" if kd.beta is None else f", beta={kd.beta:g}"
-        mix = loaded.mix
-        mixing = f"; mixing {mix.kind}, p={mix.p:g}, alpha={mix.alpha:g}" if mix.active else ""
-        return (
-            f"ok: policy file {path} ({len(loaded.transform.transforms)} top-level transforms; "
-            f"KD {kd.loss}, T={kd.temperature:g}, alpha={kd.alpha:g}{beta}{mixing})"
-        )
-    if path.is_file() and "/" not in name and path.suffix not in (".yaml", ".yml"):
-        name = f"./{name}"  # a file, not a shipped space's name
-    space = load_space(name)
-    return f"ok: search space '{space.name}' ({space.path}): {space.description or 'no description'}"

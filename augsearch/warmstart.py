@@ -21,12 +21,11 @@ from typing import Any
 
 import optuna
 
+from augsearch.attributes import WARM_START
 from augsearch.baselines import BASELINES, RANDAUGMENT_M, RANDAUGMENT_N, RANDAUGMENT_OPS
 from augsearch.ops import OPS
 from augsearch.policy import op_choices
-from augsearch.space import Range, Space
-
-WARM_START = "warm_start"  # the user attribute naming the baseline a trial was enqueued for
+from augsearch.settings import Range, Space
 
 
 def _contains(value: float, searched: Range | None) -> bool:

@@ -1,8 +1,9 @@
-"""What every run of a study shares: the space, the data, the device, the normaliser and the teacher.
+"""What every run of a study shares: the space, the data, the device, the normaliser, the teacher and
+the trial context; the one place that turns a space and a device into them.
 
-``augsearch run`` builds it from its options; ``augsearch retrain`` and ``report`` rebuild the same one
-from what the study recorded (space file, dataset, seed), so a retrain days later uses the same data,
-split and cached teacher as the search did.
+``augsearch run`` builds it from its options; ``augsearch worker``, ``retrain`` and ``report`` rebuild the
+same one from what the study recorded (space file, dataset, seed), so a retrain days later uses the same
+data, split and cached teacher as the search did.
 """
 
 from __future__ import annotations
@@ -11,15 +12,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import optuna
 from torch import nn
 from tqdm import tqdm
 
-from augsearch.data import ImageData, load_dataset
+from augsearch.data import ImageData, load_dataset, validation_split
 from augsearch.distill import inference_teacher
+from augsearch.errors import UserError
 from augsearch.loader import Normaliser
 from augsearch.models import build_model
 from augsearch.runtime import Runtime, resolve
-from augsearch.space import Space
+from augsearch.settings import Space
+from augsearch.space import load_space
+from augsearch.study import TrialContext
 from augsearch.teacher import get_teacher
 
 
@@ -57,3 +63,44 @@ def teacher_for(
         checkpoint,
     )
     return inference_teacher(model, workspace.runtime), info
+
+
+def workspace_of(study: optuna.Study, data_dir: Path | None, device: str) -> Workspace:
+    """The workspace a study was searched in, from its recorded space file, dataset and seed."""
+    space_path = study.user_attrs.get("space")
+    if not space_path or not Path(space_path).is_file():
+        raise UserError(
+            f"study '{study.study_name}' records no readable space file ({space_path}); cannot rebuild it"
+        )
+    space = load_space(space_path)
+    if space.sha256 != study.user_attrs.get("space_sha256"):
+        raise UserError(
+            f"{space_path} changed since study '{study.study_name}' was made; restore it to retrain"
+        )
+    return open_workspace(space, study.user_attrs["dataset"], data_dir, device, int(study.user_attrs["seed"]))
+
+
+def trial_subset(train_index: np.ndarray, size: int | None, seed: int) -> np.ndarray:
+    """The same seeded subset of the training split for every trial (cheap proxy of the full data)."""
+    if size is None or size >= len(train_index):
+        return train_index
+    return np.sort(np.random.default_rng(seed).choice(train_index, size=size, replace=False))
+
+
+def trial_context(workspace: Workspace, teacher: nn.Module, study_dir: Path | None) -> TrialContext:
+    """What every trial of the study needs, the same in ``run``, in each ``augsearch worker``, in ``bench``
+    and in the tests: the validation split, the trial subset, the teacher; ``study_dir=None``: no
+    preview artifacts."""
+    space, data, seed = workspace.space, workspace.data, workspace.seed
+    train_index, val_index = validation_split(data.y_train, space.dataset.validation_fraction, seed)
+    subset = trial_subset(train_index, space.trial.subset, seed)
+    return TrialContext(
+        space,
+        data,
+        subset,
+        val_index,
+        teacher,
+        workspace.normalise,
+        seed,
+        artifacts_dir=None if study_dir is None else study_dir / "artifacts",
+    )

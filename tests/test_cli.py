@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO, run_cli
 
 from augsearch import load_policy
-from augsearch.study import default_storage
+from augsearch.storage import default_storage
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from conftest import REPO, run_cli
 
 from augsearch.dashboard import DashboardOptions, make_server
 from augsearch.errors import UserError
-from augsearch.study import default_storage, open_storage
+from augsearch.storage import default_storage, open_storage
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -93,7 +93,7 @@ WRITER = textwrap.dedent(
     """
     import sys
     import optuna
-    from augsearch.study import open_storage
+    from augsearch.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name="busy", storage=open_storage(sys.argv[1]))

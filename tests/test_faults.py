@@ -24,19 +24,12 @@ from test_workers import assert_clean_ledger
 
 from augsearch import study as study_module
 from augsearch.models import build_model
-from augsearch.pipeline import trial_context
 from augsearch.policy import sample_policy
 from augsearch.space import load_space
-from augsearch.study import (
-    journal_storage,
-    load_stored_study,
-    make_objective,
-    open_storage,
-    open_study,
-    optimize,
-    repair_journal,
-)
-from augsearch.workspace import open_workspace
+from augsearch.storage import journal_storage, load_stored_study, open_storage, repair_journal
+from augsearch.study import make_objective, open_study
+from augsearch.trials import optimize
+from augsearch.workspace import open_workspace, trial_context
 
 ARGS = ("--space", "space.yaml", "--studies-dir", "out", "--no-retrain")
 

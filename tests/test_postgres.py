@@ -19,7 +19,8 @@ from test_faults import Process, _slow, wait_for
 from test_workers import assert_clean_ledger
 
 from augsearch.space import load_space
-from augsearch.study import open_storage, open_study
+from augsearch.storage import open_storage
+from augsearch.study import open_study
 
 DSN = os.environ.get("AUGSEARCH_TEST_POSTGRES", "postgresql://augsearch:augsearch@127.0.0.1/augsearch_test")
 

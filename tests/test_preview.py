@@ -31,7 +31,9 @@ from augsearch.preview import (
 )
 from augsearch.runtime import resolve
 from augsearch.space import load_space
-from augsearch.study import TrialContext, default_storage, make_objective, open_study, trial_subset
+from augsearch.storage import default_storage
+from augsearch.study import TrialContext, make_objective, open_study
+from augsearch.workspace import trial_subset
 
 POLICY = Policy(
     fixed=(),

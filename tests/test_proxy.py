@@ -127,7 +127,8 @@ def test_space_proxy_section_defaults_and_checks():
 def test_the_objective_stores_the_proxy_of_each_trial(tmp_path):
     from augsearch.data import load_dataset, validation_split
     from augsearch.models import build_model
-    from augsearch.study import TrialContext, make_objective, trial_subset
+    from augsearch.study import TrialContext, make_objective
+    from augsearch.workspace import trial_subset
 
     space = load_space("smoke")
     space = dataclasses.replace(space, trial=dataclasses.replace(space.trial, epochs=1))

@@ -15,11 +15,12 @@ from optuna.trial import TrialState
 from augsearch.data import SyntheticSpec, load_dataset, validation_split
 from augsearch.loader import Normaliser
 from augsearch.models import build_model
+from augsearch.pipeline import validate_file
 from augsearch.policy import Policy
 from augsearch.runtime import resolve
 from augsearch.space import load_space, space_names
-from augsearch.study import TrialContext, make_objective, make_sampler, trial_subset
-from augsearch.validate import validate_file
+from augsearch.study import TrialContext, make_objective, make_sampler
+from augsearch.workspace import trial_subset
 
 # (channels, image side) of each named dataset, so that the space's fixed stages (e.g. a 28x28 crop)
 # meet images of the size they were written for.

@@ -6,7 +6,10 @@ from optuna.trial import TrialState
 
 from augsearch.errors import UserError
 from augsearch.space import load_space
-from augsearch.study import default_storage, finished, open_study, optimize, requeue_interrupted, trial_subset
+from augsearch.storage import default_storage, requeue_interrupted
+from augsearch.study import open_study
+from augsearch.trials import finished, optimize
+from augsearch.workspace import trial_subset
 
 
 def test_reopening_with_another_space_is_refused(tmp_path):

@@ -15,9 +15,11 @@ from augsearch.cli import main
 from augsearch.errors import UserError
 from augsearch.export import load_policy, policy_document, write_policy
 from augsearch.ops import OPS
+from augsearch.pipeline import validate_file
 from augsearch.policy import KDSettings, Policy, sample_policy
-from augsearch.space import FIXED_STAGES, load_space, space_names
-from augsearch.validate import MAX_DEPTH, allowed_classes, validate_file
+from augsearch.settings import FIXED_STAGES
+from augsearch.space import load_space, space_names
+from augsearch.validate import MAX_DEPTH, allowed_classes
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -18,6 +18,7 @@ from augsearch.errors import UserError
 from augsearch.mixing import NO_MIXING
 from augsearch.policy import KDSettings, Policy, build_transform, sample_policy
 from augsearch.space import load_space, space_names
+from augsearch.storage import default_storage, requeue_interrupted
 from augsearch.warmstart import WARM_START, enqueue_warm_starts, warm_start_params
 
 
@@ -89,7 +90,7 @@ def _cheap_objective(space):
 
 def test_warm_starts_are_the_first_trials_and_are_not_enqueued_again_on_resume(tmp_path):
     space = _warm_space(tmp_path)
-    storage = study_module.default_storage(tmp_path)
+    storage = default_storage(tmp_path)
     study = study_module.open_study("s", storage, space, "synthetic", 0)
     assert enqueue_warm_starts(study, space, 1) == ["none", "standard"]
     assert enqueue_warm_starts(study, space, 1) == []  # enqueued, not yet run: not twice either
@@ -109,11 +110,11 @@ def test_warm_starts_are_the_first_trials_and_are_not_enqueued_again_on_resume(t
 
 def test_a_warm_start_interrupted_mid_trial_is_requeued_as_a_warm_start(tmp_path):
     space = _warm_space(tmp_path)
-    study = study_module.open_study("s", study_module.default_storage(tmp_path), space, "synthetic", 0)
+    study = study_module.open_study("s", default_storage(tmp_path), space, "synthetic", 0)
     enqueue_warm_starts(study, space, 1)
     killed = study.ask()  # the `none` warm start, left RUNNING as by a process killed mid-trial
     sample_policy(killed, space, 1)  # as its objective did before it was killed
-    assert study_module.requeue_interrupted(study) == 1
+    assert requeue_interrupted(study) == 1
     states = [
         (t.state, t.user_attrs.get(WARM_START), t.user_attrs.get("requeued_from")) for t in study.trials
     ]
@@ -241,8 +242,6 @@ def test_run_enqueues_the_warm_starts_end_to_end(tmp_path):
     )
     result = run_cli("run", "--space", str(space), "--no-retrain", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    study = optuna.load_study(
-        study_name="smoke", storage=study_module.default_storage(tmp_path / "studies/smoke")
-    )
+    study = optuna.load_study(study_name="smoke", storage=default_storage(tmp_path / "studies/smoke"))
     assert [t.user_attrs.get(WARM_START) for t in study.trials] == ["none", "standard", None]
     assert study.trials[0].params["fixed_on"] is False and study.trials[1].params["fixed_on"] is True

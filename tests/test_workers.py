@@ -15,8 +15,10 @@ from augsearch.export import export_study
 from augsearch.pipeline import RunOptions, run
 from augsearch.runtime import resolve, visible_gpus, worker_environments
 from augsearch.space import load_space
-from augsearch.study import default_storage, journal_storage, load_stored_study, open_storage, open_study
-from augsearch.workers import Ledger, WorkerOptions, _give_back, run_trials, work
+from augsearch.storage import default_storage, journal_storage, load_stored_study, open_storage
+from augsearch.study import open_study
+from augsearch.trials import Ledger, _give_back, run_trials
+from augsearch.workers import WorkerOptions, work
 
 
 def assert_clean_ledger(study: optuna.Study, finished: int) -> None:
