@@ -1,7 +1,6 @@
 """Preview grids: layout, determinism, one artifact per trial, and `augsearch preview`."""
 
 import io
-import time
 
 import albumentations as A
 import numpy as np
@@ -165,13 +164,14 @@ def test_preview_command_writes_the_grid_and_refuses_bad_input(tiny_study, tmp_p
     )
 
 
-def test_preview_costs_a_trial_little(tiny_study):
-    """Rendering and storing a preview (grid, artifact, note) stays far below a trial's seconds."""
+def test_attach_stores_one_png_artifact_per_trial(tiny_study):
+    """A preview is one PNG artifact of the trial (what the dashboard shows), written into the store."""
     studies, study, data, val = tiny_study
     store = artifact_store(studies / "tiny" / "artifacts")
     images = pick_images(data.x_train, data.y_train, val, 8, 0)
     trial = study.ask()
-    start = time.perf_counter()
-    attach(trial, store, render_grid(build_transform(POLICY), images, 0), POLICY)
-    assert time.perf_counter() - start < 0.5
+    artifact_id = attach(trial, store, render_grid(build_transform(POLICY), images, 0), POLICY)
     study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    (meta,) = optuna.artifacts.get_all_artifact_meta(study.trials[-1], storage=study._storage)
+    assert meta.artifact_id == artifact_id and meta.mimetype == "image/png"
+    assert (studies / "tiny" / "artifacts" / artifact_id).read_bytes()[:4] == b"\x89PNG"
