@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -43,3 +44,19 @@ def smoke_variant(tmp_path: Path, mutate: Callable[[dict], object]) -> Path:
 @pytest.fixture
 def smoke_space() -> Path:
     return REPO / "search_spaces" / "smoke.yaml"
+
+
+@pytest.fixture(scope="session")
+def smoke_run_once(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The suite's one real ``augsearch run --space smoke --seed 0`` (search, export, retrain, report) and its
+    result; ``out/`` under the returned folder holds the study. Never changed: a test that writes to the
+    study works on :func:`copy_of_run`."""
+    cwd = tmp_path_factory.mktemp("smoke-run")
+    result = run_cli("run", "--space", "smoke", "--studies-dir", "out", "--seed", "0", cwd=cwd)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return cwd, result
+
+
+def copy_of_run(run_folder: Path, parent: Path) -> Path:
+    """A private copy of a run's folder (its studies, teachers and retrain runs) under ``parent``."""
+    return Path(shutil.copytree(run_folder, parent / "run"))

@@ -7,19 +7,17 @@ import sys
 import numpy as np
 import optuna
 import pytest
-from conftest import REPO, run_cli
+from conftest import REPO, copy_of_run, run_cli
 
 from augsearch import load_policy
 from augsearch.storage import default_storage
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """One real `augsearch run --space smoke`, shared by the tests below (it takes seconds)."""
-    cwd = tmp_path_factory.mktemp("smoke")
-    result = run_cli("run", "--space", "smoke", "--studies-dir", "out", cwd=cwd)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return cwd, result
+def smoke_run(smoke_run_once, tmp_path_factory):
+    """A copy of the suite's smoke run, shared by the tests below (which resume it)."""
+    folder, result = smoke_run_once
+    return copy_of_run(folder, tmp_path_factory.mktemp("smoke")), result
 
 
 def _trials(cwd):

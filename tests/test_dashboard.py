@@ -15,7 +15,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import REPO, run_cli
+from conftest import REPO, copy_of_run, run_cli
 
 from augsearch.dashboard import DashboardOptions, make_server
 from augsearch.errors import UserError
@@ -25,14 +25,9 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.fixture(scope="module")
-def smoke_study(tmp_path_factory) -> Path:
-    """`augsearch run --space smoke --trials 2 --no-retrain` in a temporary folder: 2 trials, 2 previews."""
-    cwd = tmp_path_factory.mktemp("dashboard")
-    result = run_cli(
-        "run", "--space", "smoke", "--trials", "2", "--no-retrain", "--studies-dir", "out", cwd=cwd
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    return cwd
+def smoke_study(smoke_run_once, tmp_path_factory) -> Path:
+    """A copy of the suite's smoke run (3 trials, 3 previews) for the dashboard to serve."""
+    return copy_of_run(smoke_run_once[0], tmp_path_factory.mktemp("dashboard"))
 
 
 @contextmanager
@@ -66,7 +61,7 @@ def test_the_run_stored_one_preview_per_trial(smoke_study):
     for trial in study.trials:
         (meta,) = optuna.artifacts.get_all_artifact_meta(trial, storage=study._storage)
         assert meta.mimetype == "image/png" and (folder / meta.artifact_id).read_bytes()[:4] == b"\x89PNG"
-    assert len(list(folder.iterdir())) == len(study.trials) == 2
+    assert len(list(folder.iterdir())) == len(study.trials) == 3
 
 
 def test_missing_study_is_one_line_and_exit_2(smoke_study):

@@ -19,7 +19,7 @@ from typing import Any
 
 import optuna
 import pytest
-from conftest import REPO, run_cli
+from conftest import REPO
 
 GOLDEN = REPO / "tests" / "data" / "smoke_golden.json"
 # Trial attributes that measure the machine, not the search.
@@ -88,11 +88,9 @@ def observe(cwd: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def observed(tmp_path_factory) -> dict[str, Any]:
-    cwd = tmp_path_factory.mktemp("regression")
-    result = run_cli("run", "--space", "smoke", "--studies-dir", "out", "--seed", "0", cwd=cwd)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return observe(cwd)
+def observed(smoke_run_once) -> dict[str, Any]:
+    """The suite's smoke run (``augsearch run --space smoke --seed 0``, tests/conftest.py)."""
+    return observe(smoke_run_once[0])
 
 
 def test_smoke_run_matches_the_recorded_one(observed):

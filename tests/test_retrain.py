@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import copy_of_run, run_cli
 
 from augsearch import retrain as retrain_module
 from augsearch.pipeline import RetrainOptions, retrain
@@ -13,12 +13,9 @@ from augsearch.report import Row, spearman, verdict
 
 
 @pytest.fixture(scope="module")
-def searched(tmp_path_factory):
-    """A smoke study searched without its retrain (seconds)."""
-    cwd = tmp_path_factory.mktemp("study")
-    result = run_cli("run", "--space", "smoke", "--studies-dir", "out", "--no-retrain", cwd=cwd)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return cwd / "out"
+def searched(smoke_run_once, tmp_path_factory):
+    """A copy of the suite's smoke study: searched; its best policy and baselines retrained, seed 0."""
+    return copy_of_run(smoke_run_once[0], tmp_path_factory.mktemp("study")) / "out"
 
 
 def test_retrain_two_seeds_two_baselines_writes_the_report(searched):
