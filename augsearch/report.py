@@ -169,6 +169,8 @@ def table(rows: list[Row], teacher: dict[str, Any] | None) -> str:
 def trials_csv(study: optuna.Study) -> str:
     """``study.trials_dataframe()`` with the policy flattened: one readable ``policy`` column."""
     frame = study.trials_dataframe(attrs=("number", "value", "state", "duration", "params", "user_attrs"))
+    # A study with metric names calls the column value_<name>; trials.csv keeps its plain "value".
+    frame = frame.rename(columns={f"value_{name}": "value" for name in study.metric_names or ()})
     if "user_attrs_policy_json" in frame:
         frame = frame.drop(columns=["user_attrs_policy_json"])
     if "user_attrs_policy" in frame:

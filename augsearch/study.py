@@ -40,6 +40,8 @@ from augsearch.runtime import seed_everything
 from augsearch.settings import Space
 from augsearch.storage import open_storage
 
+METRIC = "val_accuracy"  # what the objective returns: the student's validation accuracy after its last epoch
+
 
 def make_sampler(space: Space, seed: int) -> optuna.samplers.BaseSampler:
     """The space's sampler, seeded; ``study.sampler_args`` override the keyword arguments set here.
@@ -120,6 +122,10 @@ def open_study(
         direction="maximize",
         load_if_exists=True,
     )
+    if study.metric_names != [METRIC]:  # optuna-dashboard's plots say "val_accuracy", not "Objective 0"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([METRIC])
     resumed = len(study.get_trials(deepcopy=False))
     if resumed or worker:
         study.sampler = make_sampler(space, sampler_seed(seed, resumed, worker))

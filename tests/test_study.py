@@ -5,6 +5,7 @@ import pytest
 from optuna.trial import TrialState
 
 from augsearch.errors import UserError
+from augsearch.report import trials_csv
 from augsearch.space import load_space
 from augsearch.storage import default_storage, requeue_interrupted
 from augsearch.study import open_study
@@ -22,6 +23,15 @@ def test_reopening_with_another_space_is_refused(tmp_path):
         open_study("s", storage, changed, "synthetic", 0)
     with pytest.raises(UserError, match="another space file, dataset or seed"):
         open_study("s", storage, space, "synthetic", 1)
+
+
+def test_the_objective_is_named_for_the_dashboard_and_trials_csv_keeps_its_value_column(tmp_path):
+    study = open_study("s", default_storage(tmp_path), load_space("smoke"), "synthetic", 0)
+    assert study.metric_names == ["val_accuracy"]  # optuna-dashboard shows it instead of "Objective 0"
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    reopened = open_study("s", default_storage(tmp_path), load_space("smoke"), "synthetic", 0, worker=1)
+    assert reopened.metric_names == ["val_accuracy"]
+    assert trials_csv(reopened).splitlines()[0].startswith("number,value,state,")
 
 
 def test_interrupted_trials_are_failed_and_requeued_with_their_parameters(tmp_path):
