@@ -18,9 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.fx.experimental.optimization import fuse
-from tqdm import tqdm
 
-from augsearch import files
+from augsearch import files, progress
 from augsearch.loader import Normaliser, plain_batches
 from augsearch.mixing import MixSettings, mix_batch
 from augsearch.policy import KDSettings
@@ -288,7 +287,7 @@ def train_student(
     for epoch in range(first, settings.epochs):
         start = time.perf_counter()
         running, count = torch.zeros((), device=runtime.device), 0
-        steps = tqdm(batches, desc=f"{description} epoch {epoch + 1}/{settings.epochs}", leave=False)
+        steps = progress.bar(batches, desc=f"{description} epoch {epoch + 1}/{settings.epochs}", leave=False)
         for step, (images, labels) in enumerate(steps):
             images, labels = normalise(images), labels.to(runtime.device, non_blocking=True)
             labels_b, lam = None, 1.0
@@ -315,11 +314,15 @@ def train_student(
         result.train_loss.append(running.item() / max(1, count))
         if checkpoint is not None:
             _save(checkpoint, epoch + 1, student, optimiser, schedule, result)
+        said = f"{description} epoch {epoch + 1}/{settings.epochs}: train loss {result.train_loss[-1]:.4f}"
         if evaluation is not None:
             accuracy = evaluate(student, *evaluation, normalise)
             result.val_accuracy.append(accuracy)
+            progress.line(f"{said}, val accuracy {accuracy:.4f}")
             if on_epoch is not None:
                 on_epoch(epoch, accuracy)
+        else:
+            progress.line(said)
     return result
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import optuna
 from tqdm import tqdm
 
-from augsearch import report
+from augsearch import progress, report
 from augsearch.attributes import WALL_SECONDS
 from augsearch.data import validation_split
 from augsearch.errors import UserError
@@ -139,7 +139,9 @@ def run(options: RunOptions) -> tuple[str, Path]:
             tqdm.write(f"note: {'; '.join(dead)}, but the study has its {trials} trials")
     else:
         context = trial_context(workspace, teacher, study_dir)
-        with tqdm(total=trials, initial=min(finished(study), trials), desc="trials", unit="trial") as bar:
+        with progress.bar(
+            total=trials, initial=min(finished(study), trials), desc="trials", unit="trial"
+        ) as bar:
             optimize(study, make_objective(context), trials, options.timeout, [_progress_line(bar)])
     if not any(trial.value is not None for trial in study.trials):
         raise UserError(

@@ -20,9 +20,8 @@ import albumentations as A
 import optuna
 import torch
 from torch import nn
-from tqdm import tqdm
 
-from augsearch import files
+from augsearch import files, progress
 from augsearch.attributes import POLICY_JSON
 from augsearch.baselines import Candidate, baseline
 from augsearch.distill import evaluate, train_student
@@ -153,7 +152,7 @@ def retrain_all(
     """Every candidate with seeds ``seed, seed+1, ...``: the same seeds for every candidate."""
     out = study_dir / "retrain"
     results = []
-    with tqdm(total=len(runs) * seeds, desc="retrain", unit="run") as bar:
+    with progress.bar(total=len(runs) * seeds, desc="retrain", unit="run") as bar:
         for candidate in runs:
             for index in range(seeds):
                 result = retrain_run(candidate, workspace, teacher, workspace.seed + index, epochs, out)

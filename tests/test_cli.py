@@ -38,6 +38,8 @@ def test_run_writes_every_promised_file(smoke_run):
     assert names[0].startswith("searched (trial ") and names[1:] == ["standard", "student-alone"]
     assert all(0.0 <= row["mean"] <= 1.0 and row["n"] == 1 for row in results["rows"])
     assert all(word in result.stdout for word in ("searched (trial", "student-alone", "no KD"))
+    # Not a terminal: one plain line per finished epoch where the bars would be, no carriage returns.
+    assert "\r" not in result.stderr and "trial 0 epoch 1/1: train loss " in result.stderr
     assert len(_trials(cwd)) == 3 and all(t.state.name in ("COMPLETE", "PRUNED") for t in _trials(cwd))
     assert len(list((study_dir / "retrain").glob("*.json"))) == 3
     assert not list(study_dir.rglob("*.tmp")) and not list(study_dir.rglob("*.ckpt")), "partial file left"
