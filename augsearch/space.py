@@ -52,7 +52,13 @@ from augsearch.settings import (
 from augsearch.validate import stage_problem
 from augsearch.warmstart import warm_start_problem
 
-SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+# The shipped spaces: inside the package in an installed wheel (pyproject.toml ships search_spaces/ as
+# augsearch/search_spaces/), beside the package in a checkout.
+_PACKAGE = Path(__file__).resolve().parent
+SPACES_DIR = next(
+    (folder for folder in (_PACKAGE / "search_spaces", _PACKAGE.parent / "search_spaces") if folder.is_dir()),
+    _PACKAGE.parent / "search_spaces",
+)
 
 _REQUIRED = object()
 
