@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from augsearch.bounds import MIX_ALPHA, PROBABILITY
+
 MIX_KINDS = ("none", "mixup", "cutmix")
 
 
@@ -35,10 +37,8 @@ class MixSettings:
     def __post_init__(self) -> None:
         if self.kind not in MIX_KINDS:
             raise ValueError(f"unknown mixing {self.kind!r}; expected one of {', '.join(MIX_KINDS)}")
-        if not 0.0 <= self.p <= 1.0:
-            raise ValueError(f"mixing probability must be in [0, 1], got {self.p}")
-        if not self.alpha > 0:
-            raise ValueError(f"mixing alpha must be positive, got {self.alpha}")
+        PROBABILITY.check("mixing probability", self.p)
+        MIX_ALPHA.check("mixing alpha", self.alpha)
 
     @property
     def active(self) -> bool:

@@ -38,6 +38,7 @@ from typing import Any
 import albumentations as A
 import cv2
 
+from augsearch.bounds import ERASING_SIZE
 from augsearch.errors import UserError
 
 KINDS = ("geometric", "photometric", "noise", "blur", "erasing")
@@ -169,7 +170,7 @@ OPS: dict[str, Op] = {
 # catalogue's CoarseDropout row (1-4 holes, each side drawn up to 0.3 of the image), the searched
 # quantity is the hole's size itself, as in the paper. Sizes stop at MAX_ERASING_SIZE: albumentations
 # reads a float 1.0 as one pixel.
-MAX_ERASING_SIZE = 0.9
+MAX_ERASING_SIZE = ERASING_SIZE.high
 ERASING = _op(
     "CoarseDropout",
     "erasing",

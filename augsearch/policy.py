@@ -25,6 +25,15 @@ import albumentations as A
 import optuna
 
 from augsearch.attributes import POLICY_JSON
+from augsearch.bounds import (
+    DKD_BETA,
+    ERASING_SIZE,
+    KD_ALPHA,
+    MAGNITUDE,
+    PROBABILITY,
+    RANDAUGMENT_N,
+    TEMPERATURE,
+)
 from augsearch.mixing import NO_MIXING, MixSettings
 from augsearch.ops import make_erasing, make_op, op_names
 from augsearch.settings import KD_LOSSES, IntRange, Range, Space, Stage, TrainSettings
@@ -37,6 +46,10 @@ class OpChoice:
     name: str
     p: float
     magnitude: float
+
+    def __post_init__(self) -> None:
+        PROBABILITY.check(f"{self.name}: p", self.p)
+        MAGNITUDE.check(f"{self.name}: magnitude", self.magnitude)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "p": self.p, "magnitude": self.magnitude}
@@ -55,6 +68,10 @@ class RandAugment:
     magnitude: float
     ops: tuple[str, ...]
 
+    def __post_init__(self) -> None:
+        RANDAUGMENT_N.check("RandAugment n", self.n)
+        MAGNITUDE.check("RandAugment magnitude", self.magnitude)
+
 
 @dataclass(frozen=True)
 class Trivial:
@@ -70,6 +87,10 @@ class Erasing:
 
     p: float
     size: float
+
+    def __post_init__(self) -> None:
+        PROBABILITY.check("erasing p", self.p)
+        ERASING_SIZE.check("erasing size", self.size)
 
 
 @dataclass(frozen=True)
@@ -91,6 +112,10 @@ class KDSettings:
             raise ValueError(f"unknown KD loss {self.loss!r}; expected one of {', '.join(KD_LOSSES)}")
         if (self.loss == "dkd") != (self.beta is not None):
             raise ValueError(f"beta is required by the dkd loss and only by it (loss {self.loss!r})")
+        TEMPERATURE.check("KD temperature", self.temperature)
+        KD_ALPHA.check("KD alpha", self.alpha)
+        if self.beta is not None:
+            DKD_BETA.check("DKD beta", self.beta)
 
     @property
     def distils(self) -> bool:

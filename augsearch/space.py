@@ -23,10 +23,21 @@ from typing import Any
 import yaml
 
 from augsearch.baselines import BASELINES
+from augsearch.bounds import (
+    DKD_BETA,
+    ERASING_SIZE,
+    KD_ALPHA,
+    MAGNITUDE,
+    MIX_ALPHA,
+    PROBABILITY,
+    RANDAUGMENT_N,
+    TEMPERATURE,
+    Bound,
+)
 from augsearch.data import SyntheticSpec
 from augsearch.errors import UserError
 from augsearch.mixing import MIX_KINDS
-from augsearch.ops import MAX_ERASING_SIZE, OPS
+from augsearch.ops import OPS
 from augsearch.settings import (
     KD_LOSSES,
     PRUNERS,
@@ -91,6 +102,11 @@ def load_space(name_or_path: str) -> Space:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UserError(f"{path}: not valid YAML ({first})") from None
     return parse_space(raw, path, hashlib.sha256(raw_bytes).hexdigest())
+
+
+def _span(bound: Bound) -> tuple[float, float]:
+    """(low, high) of a policy setting's bound (augsearch/bounds.py), for the reader's range checks."""
+    return bound.low, bound.high
 
 
 class _Reader:
@@ -269,7 +285,8 @@ def _policy(pol: _Reader, known: dict) -> PolicySpace:
     erasing = None
     if "erasing" in pol.raw:
         sub = pol.sub("erasing")
-        erasing = ErasingSpace(sub.range("p", 0.0, 1.0), sub.range("size", 0.0, MAX_ERASING_SIZE))
+        p, size = sub.range("p", *_span(PROBABILITY)), sub.range("size", *_span(ERASING_SIZE))
+        erasing = ErasingSpace(p, size)
         sub.done()
     policy = PolicySpace(ops=ops, structure=structure, exclude=exclude, erasing=erasing)
     if structure == "slots":
@@ -278,7 +295,8 @@ def _policy(pol: _Reader, known: dict) -> PolicySpace:
         count, length = pol.number("subpolicies", 1, 32, kind=int), pol.number("length", 1, 8, kind=int)
         policy = replace(policy, subpolicies=count, length=length)
     elif structure == "randaugment":
-        policy = replace(policy, n=pol.int_range("n", 0, 16), m=pol.range("m", 0.0, 1.0))
+        n, m = pol.int_range("n", *_span(RANDAUGMENT_N)), pol.range("m", *_span(MAGNITUDE))
+        policy = replace(policy, n=n, m=m)
     pol.done()
     return policy
 
@@ -291,14 +309,15 @@ def _mixing(mix: _Reader) -> MixSpace:
     if kinds == ("none",):
         mix.done()
         return MixSpace()
-    settings = MixSpace(kinds, mix.range("p", 0.0, 1.0), mix.range("alpha", 0.01, 100.0))
+    settings = MixSpace(kinds, mix.range("p", *_span(PROBABILITY)), mix.range("alpha", *_span(MIX_ALPHA)))
     mix.done()
     return settings
 
 
 def _kd(reader: _Reader) -> KDSpace:
     """The ``kd`` section; see :class:`KDSpace`."""
-    temperature, alpha = reader.range("temperature", 0.1, 100.0), reader.range("alpha", 0.0, 1.0)
+    temperature = reader.range("temperature", *_span(TEMPERATURE))
+    alpha = reader.range("alpha", *_span(KD_ALPHA))
     losses = reader.take("loss", (list, str), "hinton")
     losses = (losses,) if isinstance(losses, str) else tuple(losses)
     for loss in losses:
@@ -308,7 +327,7 @@ def _kd(reader: _Reader) -> KDSpace:
         reader.fail("kd.loss", f"expected a non-empty list of distinct losses, got {list(losses)}")
     if "dkd" not in losses and "beta" in reader.raw:
         reader.fail("kd.beta", "only the dkd loss has beta; add dkd to kd.loss or remove beta")
-    beta = reader.range("beta", 0.0, 100.0) if "dkd" in losses else None
+    beta = reader.range("beta", *_span(DKD_BETA)) if "dkd" in losses else None
     return KDSpace(temperature, alpha, losses, beta)
 
 
@@ -411,7 +430,9 @@ def parse_space(raw: Any, path: Path, sha256: str) -> Space:
             if name not in BASELINES:
                 base.fail("baselines.names", f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
         baselines = BaselineSettings(
-            names, base.number("temperature", 0.1, 100.0, 4.0), base.number("alpha", 0.0, 1.0, 0.9)
+            names,
+            base.number("temperature", *_span(TEMPERATURE), 4.0),
+            base.number("alpha", *_span(KD_ALPHA), 0.9),
         )
         base.done()
 

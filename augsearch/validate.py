@@ -27,9 +27,20 @@ from typing import Any
 
 import albumentations as A
 
+from augsearch.bounds import (
+    DKD_BETA,
+    ERASING_SIZE,
+    KD_ALPHA,
+    MAGNITUDE,
+    MIX_ALPHA,
+    PROBABILITY,
+    RANDAUGMENT_N,
+    TEMPERATURE,
+    Bound,
+)
 from augsearch.errors import UserError
 from augsearch.mixing import MIX_KINDS
-from augsearch.ops import MAX_ERASING_SIZE, OPS
+from augsearch.ops import OPS
 from augsearch.settings import FIXED_STAGES, KD_LOSSES
 
 CONTAINERS = ("Compose", "OneOf", "SomeOf", "Sequential")
@@ -144,8 +155,11 @@ def check_pipeline(pipeline: Any, file: Path) -> None:
     _check_transform(pipeline["transform"], "albumentations.transform", 0, file)
 
 
-def _number(value: Any, low: float, high: float) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and low <= value <= high
+def _check_number(value: Any, bound: Bound, where: str, file: Path) -> None:
+    """A policy setting inside its bound (augsearch/bounds.py, the same the space parser uses)."""
+    if not bound.holds(value):
+        kind = "an integer" if bound.integer else "a number"
+        _fail(file, where, f"expected {kind} in [{bound.low}, {bound.high}], got {value!r}")
 
 
 def _check_ops(ops: Any, where: str, file: Path, triples: bool = True) -> None:
@@ -158,11 +172,8 @@ def _check_ops(ops: Any, where: str, file: Path, triples: bool = True) -> None:
             at = f"{where}[{index}].name" if triples else f"{where}[{index}]"
             _fail(file, at, f"expected a catalogue op ({', '.join(OPS)}), got {name!r}")
         if triples:
-            for key in ("p", "magnitude"):
-                if not _number(op.get(key), 0, 1):
-                    _fail(
-                        file, f"{where}[{index}].{key}", f"expected a number in [0, 1], got {op.get(key)!r}"
-                    )
+            for key, bound in (("p", PROBABILITY), ("magnitude", MAGNITUDE)):
+                _check_number(op.get(key), bound, f"{where}[{index}].{key}", file)
 
 
 def _check_mapping(value: Any, where: str, keys: tuple[str, ...], file: Path) -> dict[str, Any]:
@@ -207,12 +218,8 @@ def _check_policy_section(section: Any, file: Path, version: int) -> None:
             _fail(file, f"policy.subpolicies[{index}]", "expected at least one op")
     if "randaugment" in section:
         ra = _check_mapping(section["randaugment"], "policy.randaugment", ("n", "magnitude", "ops"), file)
-        if isinstance(ra["n"], bool) or not isinstance(ra["n"], int) or not 0 <= ra["n"] <= 16:
-            _fail(file, "policy.randaugment.n", f"expected an integer in [0, 16], got {ra['n']!r}")
-        if not _number(ra["magnitude"], 0, 1):
-            _fail(
-                file, "policy.randaugment.magnitude", f"expected a number in [0, 1], got {ra['magnitude']!r}"
-            )
+        _check_number(ra["n"], RANDAUGMENT_N, "policy.randaugment.n", file)
+        _check_number(ra["magnitude"], MAGNITUDE, "policy.randaugment.magnitude", file)
         _check_ops(ra["ops"], "policy.randaugment.ops", file, triples=False)
     if "trivial" in section:
         _check_ops(
@@ -223,14 +230,8 @@ def _check_policy_section(section: Any, file: Path, version: int) -> None:
         )
     if "erasing" in section:
         erasing = _check_mapping(section["erasing"], "policy.erasing", ("p", "size"), file)
-        if not _number(erasing["p"], 0, 1):
-            _fail(file, "policy.erasing.p", f"expected a number in [0, 1], got {erasing['p']!r}")
-        if not _number(erasing["size"], 0, MAX_ERASING_SIZE):
-            _fail(
-                file,
-                "policy.erasing.size",
-                f"expected a number in [0, {MAX_ERASING_SIZE}], got {erasing['size']!r}",
-            )
+        _check_number(erasing["p"], PROBABILITY, "policy.erasing.p", file)
+        _check_number(erasing["size"], ERASING_SIZE, "policy.erasing.size", file)
     if "mix" in section:
         _check_mixing(section["mix"], "policy.mix", file)
 
@@ -240,10 +241,8 @@ def _check_mixing(mixing: Any, where: str, file: Path) -> None:
     _check_mapping(mixing, where, ("kind", "p", "alpha"), file)
     if mixing["kind"] not in MIX_KINDS:
         _fail(file, f"{where}.kind", f"expected one of {', '.join(MIX_KINDS)}, got {mixing['kind']!r}")
-    if not _number(mixing["p"], 0, 1):
-        _fail(file, f"{where}.p", f"expected a number in [0, 1], got {mixing['p']!r}")
-    if not _number(mixing["alpha"], 1e-3, 1000.0):
-        _fail(file, f"{where}.alpha", f"expected a number in [0.001, 1000.0], got {mixing['alpha']!r}")
+    _check_number(mixing["p"], PROBABILITY, f"{where}.p", file)
+    _check_number(mixing["alpha"], MIX_ALPHA, f"{where}.alpha", file)
 
 
 def _check_kd(kd: Any, file: Path) -> None:
@@ -252,15 +251,13 @@ def _check_kd(kd: Any, file: Path) -> None:
     loss = kd.get("loss", "hinton")
     if loss not in KD_LOSSES:
         _fail(file, "kd.loss", f"expected one of {', '.join(KD_LOSSES)}, got {loss!r}")
-    bounds = {"temperature": (1e-3, 1000.0), "alpha": (0.0, 1.0)}
+    bounds = {"temperature": TEMPERATURE, "alpha": KD_ALPHA}
     if loss == "dkd":
-        bounds["beta"] = (0.0, 1000.0)
+        bounds["beta"] = DKD_BETA
     elif "beta" in kd:
         _fail(file, "kd.beta", f"only the dkd loss has beta (loss {loss!r})")
-    for key, (low, high) in bounds.items():
-        value = kd.get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-            _fail(file, f"kd.{key}", f"expected a number in [{low}, {high}], got {value!r}")
+    for key, bound in bounds.items():
+        _check_number(kd.get(key), bound, f"kd.{key}", file)
 
 
 def check_policy_document(document: dict[str, Any], file: Path) -> None:

@@ -143,7 +143,7 @@ def _nest(document: dict, levels: int) -> None:
         (
             lambda d: d["kd"].update(loss="dkd"),
             "kd.beta",
-            "expected a number in [0.0, 1000.0], got None",
+            "expected a number in [0.0, 100.0], got None",
         ),
         (
             lambda d: d["kd"].update(beta=2.0),
@@ -153,12 +153,12 @@ def _nest(document: dict, levels: int) -> None:
         (
             lambda d: d["kd"].update(temperature=-1),
             "kd.temperature",
-            "expected a number in [0.001, 1000.0], got -1",
+            "expected a number in [0.1, 100.0], got -1",
         ),
         (
             lambda d: d["policy"]["ops"][1].update(magnitude=2),
             "policy.ops[1].magnitude",
-            "expected a number in [0, 1], got 2",
+            "expected a number in [0.0, 1.0], got 2",
         ),
         (
             lambda d: d["kd"].update(alpha=3),
