@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
+from typing import Any, TypeVar
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # before anything imports albumentations
 
 from augsearch.errors import UserError
+
+Options = TypeVar("Options")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -144,25 +148,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _options(kind: type[Options], args: argparse.Namespace, **given: Any) -> Options:
+    """A command's options dataclass from the parsed arguments of the same names, and ``given`` (the few
+    the command line spells another way); the command resolves whatever is left unset (None)."""
+    names = [field.name for field in dataclasses.fields(kind) if field.name not in given]
+    return kind(**{name: getattr(args, name) for name in names}, **given)
+
+
 def _run(args: argparse.Namespace) -> None:
     from augsearch.pipeline import RunOptions, run
 
-    options = RunOptions(
-        space=args.space,
-        study=args.study,
-        studies_dir=args.studies_dir,
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        trials=args.trials,
-        timeout=args.timeout,
-        device=args.device,
-        seed=args.seed,
-        storage=args.storage,
-        retrain=not args.no_retrain,
-        teacher_checkpoint=args.teacher_checkpoint,
-        workers=args.workers,
-    )
-    text, study_dir = run(options)
+    text, study_dir = run(_options(RunOptions, args, retrain=not args.no_retrain))
     print(text)
     print(f"outputs in {study_dir}/: report.md, results.csv, best_policy.json, study.db or journal.log")
 
@@ -170,8 +166,7 @@ def _run(args: argparse.Namespace) -> None:
 def _worker(args: argparse.Namespace) -> None:
     from augsearch.workers import WorkerOptions, work
 
-    fields = ("study", "studies_dir", "storage", "trials", "timeout", "device", "data_dir")
-    ran = work(WorkerOptions(**{name: getattr(args, name) for name in fields}))
+    ran = work(_options(WorkerOptions, args))
     print(f"worker done: ran {ran} trial(s) of study '{args.study}'")
 
 
@@ -179,18 +174,7 @@ def _retrain(args: argparse.Namespace) -> None:
     from augsearch.baselines import parse_baselines
     from augsearch.pipeline import RetrainOptions, retrain
 
-    options = RetrainOptions(
-        study=args.study,
-        studies_dir=args.studies_dir,
-        storage=args.storage,
-        epochs=args.epochs,
-        seeds=args.seeds,
-        baselines=parse_baselines(args.baselines),
-        top=args.top,
-        device=args.device,
-        data_dir=args.data_dir,
-    )
-    print(retrain(options))
+    print(retrain(_options(RetrainOptions, args, baselines=parse_baselines(args.baselines))))
     print(f"report in {args.studies_dir / args.study}/report.md")
 
 
@@ -214,15 +198,14 @@ def _export(args: argparse.Namespace) -> None:
 def _dashboard(args: argparse.Namespace) -> None:
     from augsearch.dashboard import DashboardOptions, serve
 
-    serve(DashboardOptions(args.study, args.studies_dir, args.storage, args.host, args.port))
+    serve(_options(DashboardOptions, args))
     print("dashboard stopped")
 
 
 def _preview(args: argparse.Namespace) -> None:
     from augsearch.preview import PreviewOptions, write_preview
 
-    fields = ("output", "policy_file", "study", "trial", "studies_dir", "storage", "dataset", "data_dir")
-    print(write_preview(PreviewOptions(**{name: getattr(args, name) for name in fields})))
+    print(write_preview(_options(PreviewOptions, args)))
 
 
 def _bench(args: argparse.Namespace) -> None:

@@ -24,6 +24,7 @@ from augsearch.export import export_best, load_policy
 from augsearch.policy import build_transform, trial_policy
 from augsearch.preview import preview_images, render_grid
 from augsearch.retrain import candidates, load_runs, retrain_all
+from augsearch.settings import Space
 from augsearch.space import load_space
 from augsearch.storage import load_stored_study, local_storage, requeue_interrupted
 from augsearch.study import make_objective, open_study
@@ -80,11 +81,21 @@ def _progress_line(bar: tqdm) -> Any:
     return callback
 
 
-def run(options: RunOptions) -> tuple[str, Path]:
-    """Search, export the best policy, retrain it beside the space's baselines, report.
+@dataclass(frozen=True)
+class RunPlan:
+    """What ``augsearch run`` does, every setting resolved: the command line's, else the space's, else
+    the default."""
 
-    Returns the report's text and the study's folder.
-    """
+    space: Space
+    study: str
+    dataset: str
+    seed: int
+    trials: int
+    storage: str  # the URL; without --storage, the study's local storage (storage.local_storage)
+
+
+def resolve_run(options: RunOptions) -> RunPlan:
+    """The one place where ``run``'s options meet the space: CLI > space > default, checked."""
     space = load_space(options.space)
     name = options.study or space.name
     seed = space.study.seed if options.seed is None else options.seed
@@ -98,11 +109,19 @@ def run(options: RunOptions) -> tuple[str, Path]:
             "SQLite is not safe for several workers; pass --storage postgresql://... or a journal file "
             "path, or leave --storage out (a journal file in the study's folder)"
         )
+    storage = options.storage or local_storage(options.studies_dir / name, options.workers)
+    return RunPlan(space, name, options.dataset or space.dataset.name, seed, trials, storage)
+
+
+def run(options: RunOptions) -> tuple[str, Path]:
+    """Search, export the best policy, retrain it beside the space's baselines, report.
+
+    Returns the report's text and the study's folder.
+    """
+    plan = resolve_run(options)
+    space, name, seed, trials, storage = plan.space, plan.study, plan.seed, plan.trials, plan.storage
     study_dir = options.studies_dir / name
-    storage = options.storage or local_storage(study_dir, options.workers)
-    workspace = open_workspace(
-        space, options.dataset or space.dataset.name, options.data_dir, options.device, seed
-    )
+    workspace = open_workspace(space, plan.dataset, options.data_dir, options.device, seed)
     data = workspace.data
 
     if options.storage is None:
