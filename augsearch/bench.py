@@ -23,14 +23,15 @@ each image's augmentation on one) and ``d`` against it; on CUDA the bound ``min(
 (the GPU computes while the cores augment, so the slower side sets the pace), ``d`` against it, and
 the GPU's utilisation during (d) (NVML, through the ``nvidia-ml-py`` package); the proxy's and one
 evaluation's seconds, Optuna's own cost per trial (sampling, SQLite writes, pruning: a real study with
-the space's sampler and pruner and the objective's own calls, only the training left out) as a share of
-a trial, and the peak resident memory of this process and of its workers.
+the space's sampler and pruner running the trials' own objective, only the training and the proxy left
+out) as a share of a trial, and the peak resident memory of this process and of its workers.
 
-The representative policy: the space's fixed stages, then each searched slot as a uniform
-``OneOf`` over the ops the space allows on this data, at magnitude 0.5 and probability 0.5 (the
-sampler's prior draws ops uniformly, p and m from [0, 1]), and KD at the middle of T's and alpha's
-ranges. The teacher is randomly initialised: its weights do not change its speed, and the bench
-never trains one.
+The representative policy: the space's fixed stages, then each searched op (a slot, or an op of the
+sub-policy an image gets) as a uniform ``OneOf`` over the ops a trial may choose on this data
+(``policy.op_choices``), at magnitude 0.5 and probability 0.5 (the sampler's prior draws ops uniformly,
+p and m from [0, 1]); RandAugment at the middle of its N and M, TrivialAugment as it is, Cutout at the
+middle of its p and size; and KD at the middle of T's and alpha's ranges. The teacher is randomly
+initialised: its weights do not change its speed, and the bench never trains one.
 """
 
 from __future__ import annotations
@@ -53,8 +54,9 @@ import optuna
 import torch
 
 from augsearch.compiled import compile_pipeline
-from augsearch.data import load_dataset, stand_in, validation_split
+from augsearch.data import load_dataset, stand_in
 from augsearch.distill import (
+    TrainResult,
     evaluate,
     freeze,
     hinton_loss,
@@ -65,28 +67,39 @@ from augsearch.distill import (
 )
 from augsearch.loader import Normaliser, augment, make_loader
 from augsearch.models import build_model
-from augsearch.ops import make_op, op_names
-from augsearch.policy import KDSettings, sample_policy
-from augsearch.proxy import ATTRIBUTE, proxy_images, teacher_stddev
+from augsearch.ops import make_erasing, make_op
+from augsearch.policy import KDSettings, op_choices, randaugment_block, trivial_block
+from augsearch.proxy import proxy_images, teacher_stddev
 from augsearch.runtime import Runtime, resolve, seed_everything
-from augsearch.settings import Space
+from augsearch.settings import Space, TrainSettings
 from augsearch.space import load_space
 from augsearch.storage import default_storage, open_storage
-from augsearch.study import make_pruner, make_sampler
-from augsearch.workspace import trial_subset
+from augsearch.study import TrialContext, make_objective, make_pruner, make_sampler
+from augsearch.workspace import Workspace, trial_context
 
 WARMUP_BATCHES = 3
 
 
 def representative_transform(space: Space, channels: int):
-    """Fixed stages, then per slot a uniform ``OneOf`` of the usable ops at m = 0.5, applied with p = 0.5."""
+    """Fixed stages, then the space's structure over the ops a trial may choose (policy.op_choices: the
+    space's ops less ``exclude``, less colour ops on grey data): each searched op a uniform ``OneOf`` at
+    m = 0.5 applied with p = 0.5 (per slot; per op of one sub-policy), RandAugment at the middle of its
+    N and M, TrivialAugment as it is (policy.randaugment_block, trivial_block), Cutout at mid p and size."""
     import albumentations as A  # ops.py has set NO_ALBUMENTATIONS_UPDATE
 
-    allowed = op_names(channels)
-    choices = [name for name in (space.policy.ops or allowed) if name in allowed]
+    choices, searched = op_choices(space, channels), space.policy
     stages = [getattr(A, stage.name)(**stage.args) for stage in space.fixed]
-    for _ in range(space.policy.slots if choices else 0):
+    ops = {"slots": searched.slots, "subpolicies": searched.length}.get(searched.structure, 0)
+    for _ in range(ops if choices else 0):
         stages.append(A.OneOf([make_op(name, 0.5, 1.0) for name in choices], p=0.5))
+    if searched.structure == "randaugment" and searched.n is not None and searched.m is not None:
+        n, m = round((searched.n.low + searched.n.high) / 2), (searched.m.low + searched.m.high) / 2
+        stages.append(randaugment_block(choices, n, m))
+    elif searched.structure == "trivial":
+        stages.append(trivial_block(choices))
+    if searched.erasing is not None:
+        p, size = searched.erasing.p, searched.erasing.size
+        stages.append(make_erasing((size.low + size.high) / 2, (p.low + p.high) / 2))
     return A.Compose(stages)
 
 
@@ -216,34 +229,43 @@ class _Timed:
             yield images, labels
 
 
-def _optuna_seconds_per_trial(space: Space, channels: int, seed: int) -> float:
-    """Mean wall seconds per trial of a real SQLite study running the objective's Optuna calls only."""
-    rng = np.random.default_rng(seed)
+def _optuna_seconds_per_trial(context: TrialContext) -> float:
+    """Mean wall seconds per trial of a real SQLite study running the trials' own objective
+    (:func:`augsearch.study.make_objective`) with the training replaced by seeded random accuracies, one
+    per epoch, and the proxy off (it is measured on its own): sampling, storage writes, pruning and the
+    objective's own work, nothing of it copied here."""
+    rng = np.random.default_rng(context.seed)
+
+    def pretend_to_train(
+        student: Any,
+        batches: Any,
+        settings: TrainSettings,
+        normalise: Normaliser,
+        teacher: Any = None,
+        kd: KDSettings | None = None,
+        evaluation: Any = None,
+        on_epoch: Callable[[int, float], None] | None = None,
+        **options: Any,
+    ) -> TrainResult:
+        """distill.train_student's signature; reports an accuracy per epoch and trains nothing."""
+        assert on_epoch is not None  # the objective always reports its epochs
+        result = TrainResult()
+        for epoch in range(settings.epochs):
+            result.val_accuracy.append(float(rng.uniform(0.5, 0.9)))
+            on_epoch(epoch, result.val_accuracy[-1])
+        return result
+
+    space = context.space
+    quiet = replace(space, proxy=replace(space.proxy, batches=0))
     with tempfile.TemporaryDirectory() as folder:
         storage = open_storage(default_storage(Path(folder)))
         study = optuna.create_study(
             storage=storage,
-            sampler=make_sampler(space, seed),
+            sampler=make_sampler(space, context.seed),
             pruner=make_pruner(space),
             direction="maximize",
         )
-
-        def objective(trial: optuna.Trial) -> float:
-            policy = sample_policy(trial, space, channels)
-            trial.set_user_attr("policy", policy.describe())
-            trial.set_user_attr("policy_json", policy.to_dict())
-            trial.set_user_attr(ATTRIBUTE, float(rng.uniform(0.001, 0.01)))
-            trial.set_user_attr("proxy_seconds", 0.1)
-            accuracy = 0.0
-            for epoch in range(space.trial.epochs):
-                accuracy = float(rng.uniform(0.5, 0.9))
-                trial.report(accuracy, epoch + 1)  # as make_objective: epochs done
-                if epoch + 1 < space.trial.epochs and trial.should_prune():
-                    raise optuna.TrialPruned()
-            trial.set_user_attr("wall_seconds", 1.0)
-            trial.set_user_attr("images_per_second", 1.0)
-            return accuracy
-
+        objective = make_objective(replace(context, space=quiet, train=pretend_to_train))
         start = time.perf_counter()
         study.optimize(objective, n_trials=space.study.trials, gc_after_trial=False)
         seconds = (time.perf_counter() - start) / space.study.trials
@@ -283,14 +305,15 @@ def bench(
     else:
         data = load_dataset(space.dataset.name, data_dir, synthetic=space.dataset.synthetic)
     normalise = Normaliser.fit(data.x_train, runtime)
-    train_index, val_index = validation_split(data.y_train, space.dataset.validation_fraction, seed)
-    subset = trial_subset(train_index, space.trial.subset, seed)
-    x_sub, y_sub = data.x_train[subset], data.y_train[subset]
-    batch_size = min(space.trial.batch_size, len(subset))
     shape = {"in_channels": data.channels, "num_classes": data.num_classes, "image_size": data.image_size}
     seed_everything(seed)
     plain_teacher = freeze(build_model(space.teacher.model, **shape))
     teacher = inference_teacher(plain_teacher, runtime)
+    # The trials' own split, subset and objective (workspace.trial_context), without preview artifacts.
+    context = trial_context(Workspace(space, data, runtime, normalise, seed), teacher, None)
+    subset, val_index = context.train_index, context.val_index
+    x_sub, y_sub = data.x_train[subset], data.y_train[subset]
+    batch_size = min(space.trial.batch_size, len(subset))
     transform = representative_transform(space, data.channels)
     kd = representative_kd(space)
     settings = replace(space.trial, batch_size=batch_size)
@@ -382,7 +405,7 @@ def bench(
         + figures["trial_images"] / figures["trial_step_img_s"]
         + space.trial.epochs * figures["evaluation_seconds"]
     )
-    optuna_seconds = _optuna_seconds_per_trial(space, data.channels, seed)
+    optuna_seconds = _optuna_seconds_per_trial(context)
     figures["trial_seconds_estimate"] = trial_seconds
     figures["optuna_seconds_per_trial"] = optuna_seconds
     figures["optuna_fraction"] = optuna_seconds / (trial_seconds + optuna_seconds)

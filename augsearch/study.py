@@ -29,7 +29,7 @@ from augsearch.attributes import (
     WARM_START,
 )
 from augsearch.data import ImageData
-from augsearch.distill import NonFiniteLoss, train_student
+from augsearch.distill import NonFiniteLoss, TrainResult, train_student
 from augsearch.errors import UserError
 from augsearch.loader import Normaliser, make_loader
 from augsearch.models import build_model
@@ -158,6 +158,9 @@ class TrialContext:
     normalise: Normaliser
     seed: int
     artifacts_dir: Path | None = None  # each trial's preview grid goes here (optuna artifacts); None: none
+    # None: distill.train_student. ``augsearch bench`` passes a stand-in that only reports accuracies, to
+    # time everything else a trial does through this very objective.
+    train: Callable[..., TrainResult] | None = None
 
 
 def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float]:
@@ -200,7 +203,7 @@ def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float]:
 
         start = time.perf_counter()
         try:
-            result = train_student(
+            result = (context.train or train_student)(
                 student,
                 batches,
                 space.trial,

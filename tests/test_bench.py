@@ -6,12 +6,13 @@ import time
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import run_cli, smoke_variant
 
 from augsearch.bench import GpuUtilisation, format_figures, representative_kd, representative_transform
 from augsearch.cli import main
 from augsearch.data import SyntheticSpec, stand_in
 from augsearch.errors import UserError
+from augsearch.policy import op_choices
 from augsearch.space import load_space
 
 RATES = ("augment_img_s", "student_step_img_s", "teacher_img_s", "compute_bound_img_s", "trial_step_img_s")
@@ -108,3 +109,14 @@ def test_representative_policy_uses_every_slot_at_mid_strength():
     assert len(transform.transforms) == len(space.fixed) + space.policy.slots
     assert all(stage.p == 0.5 for stage in transform.transforms[len(space.fixed) :])
     assert representative_kd(space).alpha > 0
+
+
+def test_representative_policy_uses_the_trials_op_choices_for_every_structure(tmp_path):
+    """The ops a trial may choose (policy.op_choices, so ``exclude`` holds) and each structure's block."""
+    space = load_space(str(smoke_variant(tmp_path, lambda r: r["policy"].update(exclude=["InvertImg"]))))
+    names = {type(op).__name__ for op in representative_transform(space, 1).transforms[-1].transforms}
+    assert "InvertImg" not in names and names <= set(op_choices(space, 1))
+    for name in ("randaugment", "trivialaugment", "autoaugment-like"):
+        shipped = load_space(name)
+        stages = representative_transform(shipped, 3).transforms[len(shipped.fixed) :]
+        assert stages, name  # the searched part is there, whatever the structure
