@@ -203,7 +203,7 @@ def _dashboard(args: argparse.Namespace) -> None:
 
 
 def _preview(args: argparse.Namespace) -> None:
-    from augsearch.preview import PreviewOptions, write_preview
+    from augsearch.pipeline import PreviewOptions, write_preview
 
     print(write_preview(_options(PreviewOptions, args)))
 

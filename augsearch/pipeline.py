@@ -1,4 +1,4 @@
-"""The commands' flows, top to bottom: ``run``, ``retrain``, ``report`` and ``validate``.
+"""The commands' flows, top to bottom: ``run``, ``retrain``, ``report``, ``validate`` and ``preview``.
 
 ``run``: space -> data -> teacher -> search -> export -> retrain -> report. Every step writes under
 ``<studies>/<study>/``, and running the same command again resumes: finished trials are kept, a cached
@@ -13,16 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import albumentations as A
 import optuna
 from tqdm import tqdm
 
-from augsearch import progress, report
-from augsearch.attributes import WALL_SECONDS
-from augsearch.data import validation_split
+from augsearch import files, progress, report
+from augsearch.attributes import POLICY_JSON, WALL_SECONDS
+from augsearch.data import load_dataset, validation_split
 from augsearch.errors import UserError
 from augsearch.export import export_best, load_policy
 from augsearch.policy import build_transform, trial_policy
-from augsearch.preview import preview_images, render_grid
+from augsearch.preview import GridSpec, grid_size, preview_images, render_grid
 from augsearch.retrain import candidates, load_runs, retrain_all
 from augsearch.settings import Space
 from augsearch.space import load_space
@@ -239,3 +240,68 @@ def validate_file(name: str) -> str:
         name = f"./{name}"  # a file, not a shipped space's name
     space = load_space(name)
     return f"ok: search space '{space.name}' ({space.path}): {space.description or 'no description'}"
+
+
+@dataclass(frozen=True)
+class PreviewOptions:
+    """``augsearch preview``'s settings: a policy file, or a study (and a trial, default the best)."""
+
+    output: Path
+    policy_file: Path | None = None
+    study: str | None = None
+    trial: int | None = None
+    studies_dir: Path = Path("studies")
+    storage: str | None = None
+    dataset: str | None = None
+    data_dir: Path | None = None
+
+
+def _source(options: PreviewOptions) -> tuple[A.Compose, dict[str, Any], str]:
+    """(transform, settings that chose the images, what it is) for a policy file or a stored trial."""
+    if options.policy_file is not None:
+        loaded = load_policy(options.policy_file)
+        return loaded.transform, loaded.provenance, str(options.policy_file)
+    study = load_stored_study(options.study, options.studies_dir, options.storage)
+    trials = {trial.number: trial for trial in study.get_trials(deepcopy=False)}
+    if options.trial is None:
+        try:
+            trial = study.best_trial
+        except ValueError:
+            raise UserError(f"study '{options.study}' has no completed trial; pass --trial N") from None
+    elif options.trial in trials:
+        trial = trials[options.trial]
+    else:
+        raise UserError(f"study '{options.study}' has no trial {options.trial} (it has {len(trials)})")
+    if POLICY_JSON not in trial.user_attrs:
+        raise UserError(f"trial {trial.number} of study '{options.study}' stored no policy")
+    what = f"trial {trial.number} of study '{options.study}'"
+    return build_transform(trial_policy(trial)), dict(study.user_attrs), what
+
+
+def write_preview(options: PreviewOptions, spec: GridSpec | None = None) -> str:
+    """Draw the grid a trial stores, for a policy file or a stored trial, to ``options.output``.
+
+    The images come from the dataset and seed the policy was searched with (the file's provenance
+    or the study's attributes), so the grid of a stored trial is byte-identical to its artifact.
+    Returns a one-line description for the CLI.
+    """
+    spec = spec or GridSpec()
+    if (options.policy_file is None) == (options.study is None):
+        raise UserError("give either a policy file or --study NAME")
+    transform, settings, what = _source(options)
+    dataset = options.dataset or settings.get("dataset")
+    if dataset is None:
+        raise UserError(f"{what} does not say which dataset it was searched on; pass --dataset")
+    seed = int(settings.get("seed") or 0)
+    fraction, synthetic = 0.1, None
+    if settings.get("space"):
+        try:
+            space = load_space(settings["space"])
+            fraction, synthetic = space.dataset.validation_fraction, space.dataset.synthetic
+        except UserError:
+            pass  # the space file moved: a 10% split still shows the policy, on other images maybe
+    data = load_dataset(dataset, options.data_dir, synthetic=synthetic)
+    images = preview_images(data, validation_split(data.y_train, fraction, seed)[1], seed, spec)
+    files.write_bytes(options.output, render_grid(transform, images, seed, spec))
+    width, height = grid_size(images.shape[1], len(images), spec)
+    return f"wrote {options.output} ({what}, {len(images)} {data.name} images, {width}x{height} px)"

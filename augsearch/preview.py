@@ -2,8 +2,8 @@
 
 Why: a trial's score says how well a policy did, not what it does; a rotation of 30° or a JPEG
 quality of 20 is easier to judge by eye than by name. Every trial stores its grid as an Optuna
-artifact, so optuna-dashboard shows it beside the score, and ``augsearch preview`` draws the same
-grid for an exported policy file or a stored trial.
+artifact, so optuna-dashboard shows it beside the score, and ``augsearch preview``
+(:func:`augsearch.pipeline.write_preview`) draws the same grid for an exported policy file or a stored trial.
 
 The grid is the same for the same policy: the same validation images (one per class in turn,
 chosen with the study's seed), the pipeline reseeded with that seed before drawing, fixed PNG
@@ -18,7 +18,6 @@ import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import albumentations as A  # augsearch/__init__ has set NO_ALBUMENTATIONS_UPDATE
 import numpy as np
@@ -28,14 +27,8 @@ from optuna_dashboard import save_note
 from optuna_dashboard.artifact import get_artifact_path
 from PIL import Image
 
-from augsearch import files
-from augsearch.attributes import POLICY_JSON
-from augsearch.data import ImageData, load_dataset, validation_split
-from augsearch.errors import UserError
-from augsearch.export import load_policy
-from augsearch.policy import Policy, build_transform, trial_policy
-from augsearch.space import load_space
-from augsearch.storage import load_stored_study
+from augsearch.data import ImageData
+from augsearch.policy import Policy
 
 FILENAME = "augmentation-preview.png"  # how the artifact is named in optuna-dashboard
 BACKGROUND = 128  # mid grey: gaps stay visible between black and between white images
@@ -166,67 +159,3 @@ def artifact_store(folder: Path) -> FileSystemArtifactStore:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     return FileSystemArtifactStore(folder)
-
-
-@dataclass(frozen=True)
-class PreviewOptions:
-    """``augsearch preview``'s settings: a policy file, or a study (and a trial, default the best)."""
-
-    output: Path
-    policy_file: Path | None = None
-    study: str | None = None
-    trial: int | None = None
-    studies_dir: Path = Path("studies")
-    storage: str | None = None
-    dataset: str | None = None
-    data_dir: Path | None = None
-
-
-def _source(options: PreviewOptions) -> tuple[A.Compose, dict[str, Any], str]:
-    """(transform, settings that chose the images, what it is) for a policy file or a stored trial."""
-    if options.policy_file is not None:
-        loaded = load_policy(options.policy_file)
-        return loaded.transform, loaded.provenance, str(options.policy_file)
-    study = load_stored_study(options.study, options.studies_dir, options.storage)
-    trials = {trial.number: trial for trial in study.get_trials(deepcopy=False)}
-    if options.trial is None:
-        try:
-            trial = study.best_trial
-        except ValueError:
-            raise UserError(f"study '{options.study}' has no completed trial; pass --trial N") from None
-    elif options.trial in trials:
-        trial = trials[options.trial]
-    else:
-        raise UserError(f"study '{options.study}' has no trial {options.trial} (it has {len(trials)})")
-    if POLICY_JSON not in trial.user_attrs:
-        raise UserError(f"trial {trial.number} of study '{options.study}' stored no policy")
-    what = f"trial {trial.number} of study '{options.study}'"
-    return build_transform(trial_policy(trial)), dict(study.user_attrs), what
-
-
-def write_preview(options: PreviewOptions, spec: GridSpec = GridSpec()) -> str:
-    """Draw the grid a trial stores, for a policy file or a stored trial, to ``options.output``.
-
-    The images come from the dataset and seed the policy was searched with (the file's provenance
-    or the study's attributes), so the grid of a stored trial is byte-identical to its artifact.
-    Returns a one-line description for the CLI.
-    """
-    if (options.policy_file is None) == (options.study is None):
-        raise UserError("give either a policy file or --study NAME")
-    transform, settings, what = _source(options)
-    dataset = options.dataset or settings.get("dataset")
-    if dataset is None:
-        raise UserError(f"{what} does not say which dataset it was searched on; pass --dataset")
-    seed = int(settings.get("seed") or 0)
-    fraction, synthetic = 0.1, None
-    if settings.get("space"):
-        try:
-            space = load_space(settings["space"])
-            fraction, synthetic = space.dataset.validation_fraction, space.dataset.synthetic
-        except UserError:
-            pass  # the space file moved: a 10% split still shows the policy, on other images maybe
-    data = load_dataset(dataset, options.data_dir, synthetic=synthetic)
-    images = preview_images(data, validation_split(data.y_train, fraction, seed)[1], seed, spec)
-    files.write_bytes(options.output, render_grid(transform, images, seed, spec))
-    width, height = grid_size(images.shape[1], len(images), spec)
-    return f"wrote {options.output} ({what}, {len(images)} {data.name} images, {width}x{height} px)"

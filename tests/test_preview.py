@@ -15,18 +15,17 @@ from augsearch.errors import UserError
 from augsearch.export import export_study
 from augsearch.loader import Normaliser
 from augsearch.models import build_model
+from augsearch.pipeline import PreviewOptions, write_preview
 from augsearch.policy import KDSettings, OpChoice, Policy, build_transform
 from augsearch.preview import (
     FILENAME,
     GridSpec,
-    PreviewOptions,
     artifact_store,
     attach,
     cell_side,
     grid_size,
     pick_images,
     render_grid,
-    write_preview,
 )
 from augsearch.runtime import resolve
 from augsearch.space import load_space
