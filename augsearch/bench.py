@@ -305,7 +305,7 @@ def bench(
     else:
         data = load_dataset(space.dataset.name, data_dir, synthetic=space.dataset.synthetic)
     normalise = Normaliser.fit(data.x_train, runtime)
-    shape = {"in_channels": data.channels, "num_classes": data.num_classes, "image_size": data.image_size}
+    shape = data.model_shape
     seed_everything(seed)
     plain_teacher = freeze(build_model(space.teacher.model, **shape))
     teacher = inference_teacher(plain_teacher, runtime)
@@ -426,7 +426,7 @@ def _naive_rate(space, data, x_sub, y_sub, teacher, kd, normalise, settings, sec
     naive_teacher = copy.deepcopy(teacher).to(runtime.device, memory_format=torch.contiguous_format)
     for parameter in naive_teacher.parameters():
         parameter.requires_grad_(True)  # a teacher nobody froze: autograd records its forward pass
-    shape = {"in_channels": data.channels, "num_classes": data.num_classes, "image_size": data.image_size}
+    shape = data.model_shape
     student = build_model(space.student, **shape).to(runtime.device)
     optimiser, _ = make_optimiser(student, settings, 10**6)
     transform = representative_transform(space, data.channels)

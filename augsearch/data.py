@@ -108,6 +108,11 @@ class ImageData:
     def image_size(self) -> int:
         return int(self.x_train.shape[1])
 
+    @property
+    def model_shape(self) -> dict[str, int]:
+        """What ``models.build_model`` needs of the data: ``build_model(name, **data.model_shape)``."""
+        return {"in_channels": self.channels, "num_classes": self.num_classes, "image_size": self.image_size}
+
 
 def load_dataset(
     name: str, data_dir: Path | None = None, *, synthetic: SyntheticSpec | None = None, download: bool = True

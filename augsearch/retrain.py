@@ -96,9 +96,7 @@ def retrain_run(
     if record.is_file():
         return json.loads(record.read_text())
     seed_everything(seed)
-    student = build_model(
-        space.student, in_channels=data.channels, num_classes=data.num_classes, image_size=data.image_size
-    )
+    student = build_model(space.student, **data.model_shape)
     if candidate.transform is not None:
         candidate.transform.set_random_seed(seed)
     batches = make_loader(

@@ -183,9 +183,7 @@ def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float]:
             transform = build_transform(policy, seed=context.seed)
             screen(trial, transform, context.teacher, x_proxy, normalise, space.trial.batch_size, space.proxy)
         seed_everything(context.seed)
-        student = build_model(
-            space.student, in_channels=data.channels, num_classes=data.num_classes, image_size=data.image_size
-        )
+        student = build_model(space.student, **data.model_shape)
         batches = make_loader(
             x_sub, y_sub, build_transform(policy), space.trial.batch_size, normalise.runtime, context.seed
         )

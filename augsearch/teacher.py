@@ -44,12 +44,7 @@ def cache_key(space: Space, data: ImageData, seed: int) -> str:
 
 
 def _build(space: Space, data: ImageData) -> nn.Module:
-    return build_model(
-        space.teacher.model,
-        in_channels=data.channels,
-        num_classes=data.num_classes,
-        image_size=data.image_size,
-    )
+    return build_model(space.teacher.model, **data.model_shape)
 
 
 def load_checkpoint(path: Path, model: nn.Module) -> None:

@@ -43,7 +43,7 @@ def open_workspace(space: Space, dataset: str, data_dir: Path | None, device: st
     runtime = resolve(device)
     data = load_dataset(dataset, data_dir, synthetic=space.dataset.synthetic)
     for name in (space.teacher.model, space.student):
-        build_model(name, in_channels=data.channels, num_classes=data.num_classes, image_size=data.image_size)
+        build_model(name, **data.model_shape)
     for note in data.notes:
         tqdm.write(f"note: {note}")
     return Workspace(space, data, runtime, Normaliser.fit(data.x_train, runtime), seed)
