@@ -260,9 +260,11 @@ def space_names() -> list[str]:
 
 def load_space(name_or_path: str) -> Space:
     path = find_space(name_or_path)
-    raw_bytes = path.read_bytes()
+    from augsearch.bounded import parse_yaml, read_bounded
+
+    raw_bytes = read_bounded(path)
     try:
-        raw = yaml.safe_load(raw_bytes)
+        raw = parse_yaml(raw_bytes, path)  # safe_load, bounded: no aliases, nesting, long integers
     except yaml.YAMLError as error:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UserError(f"{path}: not valid YAML ({first})") from None
@@ -539,6 +541,10 @@ def parse_space(raw: Any, path: Path, sha256: str) -> Space:
             stage.fail(f"fixed[{index}]", problem)
         fixed.append(Stage(name, args))
 
+    from augsearch.validate import MAX_SIDE, growth
+
+    if growth([(stage.name, stage.args) for stage in fixed]) > MAX_SIDE:
+        top.fail("fixed", f"its Pad/PadIfNeeded stages add more than {MAX_SIDE} pixels to the image side")
     fixed_searched = top.take("fixed_searched", bool, False)
     if fixed_searched and not fixed:
         top.fail("fixed_searched", "there are no fixed stages to switch on or off; add some under fixed")
@@ -601,7 +607,7 @@ def parse_space(raw: Any, path: Path, sha256: str) -> Space:
 
     trial, trial_search = _train(top.sub("trial"), searchable=True)
     space = Space(
-        name=top.take("name", str, path.stem),
+        name=_space_name(top, path),
         description=top.take("description", str, ""),
         path=path,
         sha256=sha256,
@@ -623,6 +629,19 @@ def parse_space(raw: Any, path: Path, sha256: str) -> Space:
     top.done()
     _check_warm_starts(space, study)
     return space
+
+
+def _space_name(top: _Reader, path: Path) -> str:
+    """The space's ``name:`` (default: the file's stem): the study's folder name unless ``--study``
+    says otherwise, so one safe path component (augsearch/names.py)."""
+    from augsearch.names import study_name_problem
+
+    given = "name" in top.raw
+    name = top.take("name", str, path.stem)
+    problem = study_name_problem(name)
+    if problem:
+        top.fail("name", problem if given else f"{problem} (the file's name; add a name: key)")
+    return name
 
 
 def _check_sampler_args(study: _Reader, settings: StudySettings) -> None:
