@@ -35,6 +35,7 @@ from augsearch.study import (
     requeue_interrupted,
     trial_subset,
 )
+from augsearch.teacher import checkpoint_sha256
 from augsearch.warmstart import enqueue_warm_starts
 from augsearch.workers import SpawnOptions, WorkersFailed, describe_exit, spawn_workers
 from augsearch.workspace import Workspace, open_workspace, teacher_for
@@ -114,7 +115,8 @@ def run(options: RunOptions) -> tuple[str, Path]:
 
     if options.storage is None:
         study_dir.mkdir(parents=True, exist_ok=True)
-    study = open_study(name, storage, space, data.name, seed)
+    teacher_sha256 = checkpoint_sha256(space, options.teacher_checkpoint)
+    study = open_study(name, storage, space, data.name, seed, teacher_sha256=teacher_sha256)
     enqueue_warm_starts(study, space, data.channels)  # the space's baselines first, once per study
     # `run` owns the study: before its workers start, a RUNNING trial is a dead process's (a server's
     # dead trials are told by their heartbeats instead, so live workers elsewhere are safe).
@@ -156,7 +158,7 @@ def run(options: RunOptions) -> tuple[str, Path]:
     export_best(study, storage, study_dir / "best_policy.json")
     if options.retrain:
         runs = candidates(study, workspace, 1, space.baselines.names)
-        retrain_all(runs, workspace, teacher, 1, None, study_dir)
+        retrain_all(runs, workspace, teacher, 1, None, study_dir, teacher_sha256)
     return _report(study, workspace, study_dir), study_dir
 
 
@@ -199,12 +201,14 @@ def retrain(options: RetrainOptions) -> str:
     study = load_stored_study(options.study, options.studies_dir, options.storage)
     workspace = _workspace_of(study, options.data_dir, options.device)
     checkpoint = study.user_attrs.get("teacher_checkpoint")
-    teacher, _ = teacher_for(workspace, options.studies_dir, Path(checkpoint) if checkpoint else None)
+    checkpoint = Path(checkpoint) if checkpoint else None
+    teacher, _ = teacher_for(workspace, options.studies_dir, checkpoint)
+    teacher_sha256 = checkpoint_sha256(workspace.space, checkpoint)
     runs = candidates(study, workspace, options.top, options.baselines)
     if not runs:
         raise UserError(f"study '{options.study}' has no completed trial to retrain and no --baselines given")
     study_dir = options.studies_dir / options.study
-    retrain_all(runs, workspace, teacher, options.seeds, options.epochs, study_dir)
+    retrain_all(runs, workspace, teacher, options.seeds, options.epochs, study_dir, teacher_sha256)
     return _report(study, workspace, study_dir)
 
 
