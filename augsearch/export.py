@@ -130,8 +130,9 @@ def _check_pipeline_matches(policy: Policy, pipeline: dict[str, Any], path: Path
     augmentation, and a hand-edited pipeline must not hide behind an innocent-looking policy."""
     try:
         expected = json.loads(json.dumps(A.to_dict(build_transform(policy))["transform"]))
-    except UserError as error:
-        raise UserError(f"{path}: policy: {error}") from None
+    except Exception as error:  # UserError or albumentations' own refusals: the policy section is bad
+        reason = " ".join(str(error).split())[:300]
+        raise UserError(f"{path}: policy: cannot build its pipeline ({reason})") from None
     if pipeline["transform"] != expected:
         written = pipeline.get("__version__", "unknown")
         raise UserError(

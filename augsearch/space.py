@@ -47,6 +47,10 @@ FIXED_STAGES = (
     "SmallestMaxSize", "HorizontalFlip", "VerticalFlip", "RandomRotate90", "Transpose", "D4",
 )  # fmt: skip
 _REQUIRED = object()
+# Bounds on the work a space can ask for outside its fixed stages (those are checked with the policy
+# file's allow-list, augsearch/validate.py): the generated data's size, the study's numeric arguments.
+MAX_SYNTHETIC_BYTES = 8 << 30
+MAX_STUDY_ARGUMENT = 100_000
 
 
 @dataclass(frozen=True)
@@ -281,7 +285,7 @@ class _Reader:
         self.raw = dict(raw)
 
     def fail(self, key: str, what: str) -> None:
-        raise UserError(f"{self.file}: {key}: {what}")
+        raise UserError(f"{self.file}: {key}: {what if len(what) <= 400 else what[:400] + '...'}")
 
     def path(self, key: str) -> str:
         return f"{self.where}.{key}" if self.where else key
@@ -510,6 +514,12 @@ def parse_space(raw: Any, path: Path, sha256: str) -> Space:
             seed=syn.take("seed", int, 0),
         )
         syn.done()
+        pixels = (synthetic.train_size + synthetic.test_size) * synthetic.image_size**2 * synthetic.channels
+        if pixels > MAX_SYNTHETIC_BYTES:
+            syn.fail(
+                "dataset.synthetic",
+                f"{pixels / 2**30:.1f} GiB of images; expected at most {MAX_SYNTHETIC_BYTES / 2**30:g} GiB",
+            )
     dataset = DataSettings(
         data.take("name", str), data.number("validation_fraction", 0.01, 0.5, 0.1), synthetic
     )
@@ -569,6 +579,7 @@ def parse_space(raw: Any, path: Path, sha256: str) -> Space:
     )
     study.done()
     _check_sampler_args(study, study_settings)
+    _check_study_numbers(study, study_settings)
     if study_settings.sampler == "cmaes" and importlib.util.find_spec("cmaes") is None:
         study.fail(
             "study.sampler", "cmaes needs the cmaes package, which is not installed (pip install cmaes)"
@@ -661,6 +672,21 @@ def _check_sampler_args(study: _Reader, settings: StudySettings) -> None:
                 f"study.sampler_args.{key}",
                 f"not an argument of {classes[settings.sampler]}; it takes {', '.join(sorted(accepted))}",
             )
+
+
+def _check_study_numbers(study: _Reader, settings: StudySettings) -> None:
+    """Numbers in ``sampler_args`` and ``pruner_args`` within ±:data:`MAX_STUDY_ARGUMENT`: they count
+    trials, candidates or steps (TPE's ``n_ei_candidates=10**9`` would make every ask draw a billion
+    candidates), and nothing sensible needs more."""
+    for section, args in (("sampler_args", settings.sampler_args), ("pruner_args", settings.pruner_args)):
+        for key, value in args.items():
+            values = value if isinstance(value, list) else [value]
+            for item in values:
+                if isinstance(item, (int, float)) and not abs(item) <= MAX_STUDY_ARGUMENT:
+                    study.fail(
+                        f"study.{section}.{key}",
+                        f"expected values in [-{MAX_STUDY_ARGUMENT}, {MAX_STUDY_ARGUMENT}], got {item!r}",
+                    )
 
 
 def _check_warm_starts(space: Space, study: _Reader) -> None:

@@ -19,6 +19,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO, smoke_variant
 
+from augsearch.errors import UserError
+from augsearch.names import check_study_name, study_name_problem
+
 CPU_SECONDS = 10
 HEADROOM = 1 << 30  # what a hostile file may cost beyond a plain refused command: 1 GiB
 _PEAK = (
@@ -85,7 +88,21 @@ def run_hostile(cwd: Path, limit: int, *args: str) -> str:
 # --- item 4: names that would be folders outside --studies-dir -----------------------------------
 
 
-@pytest.mark.parametrize("name", ["/etc/augsearch-hostile", "../outside", "..", "a/b", "x" * 65, ""])
+@pytest.mark.parametrize(
+    "name", ["..", ".", "a/b", "a\\b", "x" * 65, "", " x", "-x", ".hidden", "x\n", "caf\u00e9", 7, None]
+)
+def test_study_names_are_one_plain_folder_name(name):
+    assert study_name_problem(name) is not None
+    with pytest.raises(UserError, match=r"^where: expected a study name"):
+        check_study_name(name, "where")
+
+
+@pytest.mark.parametrize("name", ["smoke", "x", "a.b_c-1", "x" * 64, "2026-12-03"])
+def test_ordinary_study_names_pass(name):
+    assert study_name_problem(name) is None and check_study_name(name, "where") == name
+
+
+@pytest.mark.parametrize("name", ["/etc/augsearch-hostile", "../outside"])
 def test_a_space_name_that_is_not_one_folder_is_refused(tmp_path, address_limit, name):
     work = tmp_path / "work"
     work.mkdir()
@@ -247,6 +264,14 @@ HOSTILE_SPACES = {
     "grid-steps": (
         lambda raw: raw["fixed"].append({"name": "GridDistortion", "args": {"num_steps": 100000}}),
         "GridDistortion.num_steps: expected values in [1, 64]",
+    ),
+    "sampler-candidates": (
+        lambda raw: raw["study"].update(sampler_args={"n_ei_candidates": 10**9}),
+        "study.sampler_args.n_ei_candidates: expected values in [-100000, 100000]",
+    ),
+    "synthetic-size": (
+        lambda raw: raw["dataset"]["synthetic"].update(image_size=1024, train_size=10**7),
+        "dataset.synthetic: 9765.8 GiB of images; expected at most 8 GiB",
     ),
     "many-pads": (
         lambda raw: raw["fixed"].extend({"name": "Pad", "args": {"padding": 4000}} for _ in range(3)),
