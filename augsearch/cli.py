@@ -16,6 +16,16 @@ from augsearch.errors import UserError
 Options = TypeVar("Options")
 
 
+def _study_name(text: str) -> str:
+    """``--study NAME``: one safe path component (augsearch/names.py), else argparse's one-line error."""
+    from augsearch.names import study_name_problem
+
+    problem = study_name_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and exit code 2 like every other bad input."""
 
@@ -31,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--space", default="default", help="a shipped space name or a YAML path (default: default)"
     )
-    run.add_argument("--study", help="study name (default: the space's name)")
+    run.add_argument("--study", type=_study_name, help="study name (default: the space's name)")
     run.add_argument(
         "--studies-dir", type=Path, default=Path("studies"), help="outputs folder (default: ./studies)"
     )
@@ -63,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser(
         "worker", help="join an existing study (any machine) and run its trials until it has enough"
     )
-    worker.add_argument("--study", required=True)
+    worker.add_argument("--study", type=_study_name, required=True)
     worker.add_argument("--studies-dir", type=Path, default=Path("studies"))
     worker.add_argument("--storage", help="Optuna storage URL (default: the study's file in --studies-dir)")
     worker.add_argument("--trials", type=int, help="finished trials wanted (default: what `run` asked for)")
@@ -72,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--data-dir", type=Path, help="where datasets are looked up")
 
     export = commands.add_parser("export", help="write the best trial's policy as a versioned JSON file")
-    export.add_argument("--study", default="default")
+    export.add_argument("--study", type=_study_name, default="default")
     export.add_argument("--studies-dir", type=Path, default=Path("studies"))
     export.add_argument("--storage", help="Optuna storage URL (default: the study's SQLite file)")
     export.add_argument("-o", "--output", type=Path, default=Path("best_policy.json"))
@@ -80,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     retrain = commands.add_parser(
         "retrain", help="retrain the best trial(s) and baselines over several seeds, then write the report"
     )
-    retrain.add_argument("--study", default="default")
+    retrain.add_argument("--study", type=_study_name, default="default")
     retrain.add_argument("--studies-dir", type=Path, default=Path("studies"))
     retrain.add_argument("--storage", help="Optuna storage URL (default: the study's SQLite file)")
     retrain.add_argument("--epochs", type=int, help="retrain epochs (default: the space's)")
@@ -94,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--data-dir", type=Path, help="where datasets are looked up")
 
     report = commands.add_parser("report", help="rewrite report.md, results.csv, trials.csv and plots")
-    report.add_argument("--study", default="default")
+    report.add_argument("--study", type=_study_name, default="default")
     report.add_argument("--studies-dir", type=Path, default=Path("studies"))
     report.add_argument("--storage", help="Optuna storage URL (default: the study's SQLite file)")
     report.add_argument("--data-dir", type=Path, help="where datasets are looked up (for the sample grid)")
@@ -128,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=f"Serve optuna-dashboard on a study and its preview artifacts until Ctrl-C. {no_auth}; "
         "keep the default --host 127.0.0.1 unless every machine on the network may do that.",
     )
-    dashboard.add_argument("--study", default="default")
+    dashboard.add_argument("--study", type=_study_name, default="default")
     dashboard.add_argument("--studies-dir", type=Path, default=Path("studies"))
     dashboard.add_argument("--storage", help="Optuna storage URL (default: the study's SQLite file)")
     dashboard.add_argument(
@@ -138,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     preview = commands.add_parser("preview", help="draw a policy's augmentation preview grid as a PNG")
     preview.add_argument("policy_file", nargs="?", type=Path, help="a policy file from `augsearch export`")
-    preview.add_argument("--study", help="instead of a file: a stored study's trial")
+    preview.add_argument("--study", type=_study_name, help="instead of a file: a stored study's trial")
     preview.add_argument("--trial", type=int, help="with --study: the trial number (default: the best)")
     preview.add_argument("--studies-dir", type=Path, default=Path("studies"))
     preview.add_argument("--storage", help="Optuna storage URL (default: the study's SQLite file)")

@@ -10,8 +10,10 @@ journal's own lock; a server needs nothing.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from socketserver import ThreadingMixIn
@@ -68,9 +70,43 @@ def make_server(options: DashboardOptions) -> tuple[WSGIServer, str]:
         server = server_class((options.host, options.port), _QuietHandler)
     except (OSError, OverflowError) as error:
         raise UserError(f"cannot listen on {options.host}:{options.port}: {error}") from None
-    server.set_app(app)
+    server.set_app(host_guard(app, allowed_hosts(options.host, server.server_port)))
     host = f"[{options.host}]" if ":" in options.host else options.host
     return server, f"http://{host}:{server.server_port}/dashboard/studies/{study_id}"
+
+
+def allowed_hosts(host: str, port: int) -> frozenset[str]:
+    """The ``Host`` header values a request to a server bound to ``host:port`` may carry.
+
+    Why: optuna-dashboard's API changes the study (deletes, ``tell``) without authentication, and
+    DNS rebinding lets any web page a browser on this machine opens send requests to 127.0.0.1 under
+    its own name (``Host: evil.example:PORT``). Refusing unknown names closes that. The loopback names
+    and the ``--host`` given are allowed, with or without the port; a wildcard ``--host`` (0.0.0.0,
+    ::) adds this machine's name and addresses, since the network reaches it by those.
+    """
+    names = {"127.0.0.1", "localhost", "[::1]", f"[{host}]" if ":" in host else host}
+    if host in ("0.0.0.0", "::", ""):
+        machine = socket.gethostname()
+        names |= {machine, socket.getfqdn()}
+        with contextlib.suppress(OSError):
+            names |= set(socket.gethostbyname_ex(machine)[2])
+    names = {name.lower() for name in names if name}
+    return frozenset(names | {f"{name}:{port}" for name in names})
+
+
+def host_guard(app: Callable, allowed: frozenset[str]) -> Callable:
+    """WSGI middleware: 403 for a request whose ``Host`` is not in ``allowed`` (see
+    :func:`allowed_hosts`), before optuna-dashboard sees it."""
+
+    def guarded(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if environ.get("HTTP_HOST", "").lower() not in allowed:
+            body = b"403 Forbidden: this dashboard answers only to the address it listens on\n"
+            headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+            start_response("403 Forbidden", headers)
+            return [body]
+        return app(environ, start_response)
+
+    return guarded
 
 
 def serve(options: DashboardOptions) -> None:

@@ -260,10 +260,61 @@ def _load_fashion_mnist(data_dir: Path | None, download: bool) -> ImageData:
 # --- CIFAR ----------------------------------------------------------------------------------------
 
 
+# What a CIFAR batch's pickle may name: numpy's array reconstruction (protocol 2, as the original Python 2
+# files and torchvision's copies have it; protocol 5's out-of-band-free form, as a current numpy writes
+# it), under numpy 1's and numpy 2's module names. Dicts, lists, str and int need no name; bytes need
+# ``_codecs.encode(text, "latin1")`` in a protocol-2 pickle written by Python 3 (answered by
+# :func:`_latin1_bytes`, which does nothing else).
+CIFAR_PICKLE_GLOBALS = frozenset(
+    {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+    }
+)
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    """A pickle named a callable outside :data:`CIFAR_PICKLE_GLOBALS`."""
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Why not ``pickle.load``: unpickling calls whatever a file names (``os.system`` included), and
+    ``--data-dir`` / ``$AUGSEARCH_DATA`` may be anyone's folder. This one resolves only numpy's array
+    reconstruction, so a planted file is refused before anything of it runs."""
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) == ("_codecs", "encode"):
+            return _latin1_bytes
+        if (module, name) not in CIFAR_PICKLE_GLOBALS:
+            raise _RefusedGlobal(f"{module}.{name}"[:120])
+        return super().find_class(module, name)
+
+
+def _latin1_bytes(text: str, encoding: str) -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles use it for bytes, and only that."""
+    if not isinstance(text, str) or encoding != "latin1":
+        raise _RefusedGlobal(f"_codecs.encode with {encoding!r}"[:120])
+    return text.encode("latin1")
+
+
 def _unpickle(path: Path) -> dict:
     # latin1 reads the original Python 2 pickles; keys may come back as bytes from other writers.
-    with open(path, "rb") as fh:
-        entry = pickle.load(fh, encoding="latin1")
+    try:
+        with open(path, "rb") as fh:
+            entry = _CifarUnpickler(fh, encoding="latin1").load()
+    except _RefusedGlobal as refused:
+        raise UserError(
+            f"{path}: refused: the pickle calls {refused}; a CIFAR batch holds only numpy arrays, "
+            "dicts, lists, bytes, str and int"
+        ) from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, MemoryError) as exc:
+        raise UserError(f"{path}: not a CIFAR batch ({type(exc).__name__}: {str(exc)[:200]})") from None
+    if not isinstance(entry, dict):
+        raise UserError(f"{path}: not a CIFAR batch (a {type(entry).__name__}, not a dict)")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
 
 

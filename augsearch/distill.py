@@ -7,10 +7,13 @@ output would belong to a different image).
 
 from __future__ import annotations
 
+import copy
 import math
+import os
+import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -285,6 +288,8 @@ def train_student(
     result = TrainResult()
     first = _resume(checkpoint, student, optimiser, schedule, result, runtime) if checkpoint else 0
     for epoch in range(first, settings.epochs):
+        if hasattr(batches, "set_epoch"):  # a loader that draws each epoch from (seed, epoch): replays
+            batches.set_epoch(epoch)
         start = time.perf_counter()
         running, count = torch.zeros((), device=runtime.device), 0
         steps = progress.bar(batches, desc=f"{description} epoch {epoch + 1}/{settings.epochs}", leave=False)
@@ -351,16 +356,43 @@ def _save(path: Path, epochs_done: int, model: nn.Module, optimiser, schedule, r
 
 
 def _resume(path: Path, model: nn.Module, optimiser, schedule, result: TrainResult, runtime: Runtime) -> int:
-    """Load a checkpoint written by :func:`_save` if there is one; returns the first epoch still to run."""
+    """Load a checkpoint written by :func:`_save` if there is one; returns the first epoch still to run.
+
+    A checkpoint that cannot be used (truncated, not a zip, other keys or shapes: a disk that filled
+    up, a file from another model) would otherwise stop every later attempt until someone deleted it
+    by hand. It is moved aside to ``<name>.corrupt`` (kept for a post-mortem), one line says so on
+    stderr, and the run starts from scratch with the model, optimiser and schedule as they were.
+    """
     if not path.is_file():
         return 0
-    state = torch.load(path, map_location=runtime.device, weights_only=True)
-    model.load_state_dict(state["model"])
-    optimiser.load_state_dict(state["optimiser"])
-    schedule.load_state_dict(state["schedule"])
-    for key, value in state["result"].items():
+    fresh = {key: value.detach().clone() for key, value in model.state_dict().items()}
+    fresh_optimiser = copy.deepcopy(optimiser.state_dict())
+    fresh_schedule = copy.deepcopy(schedule.state_dict())
+    try:
+        state = torch.load(path, map_location=runtime.device, weights_only=True)
+        history = dict(state["result"])
+        unknown = set(history) - {item.name for item in fields(TrainResult)}
+        if unknown:
+            raise KeyError(f"unknown result keys {sorted(unknown)}")
+        epochs_done = int(state["epochs_done"])
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        schedule.load_state_dict(state["schedule"])
+    except Exception as error:  # torch/zipfile/pickle raise many kinds; all mean "not usable"
+        model.load_state_dict(fresh)
+        optimiser.load_state_dict(fresh_optimiser)
+        schedule.load_state_dict(fresh_schedule)
+        aside = path.with_name(path.name + ".corrupt")
+        os.replace(path, aside)
+        reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
+        print(
+            f"augsearch: checkpoint {path} is unusable ({reason}); moved to {aside}, starting over",
+            file=sys.stderr,
+        )
+        return 0
+    for key, value in history.items():
         setattr(result, key, value)
-    return int(state["epochs_done"])
+    return epochs_done
 
 
 def _check_finite(running: torch.Tensor, epoch: int) -> None:

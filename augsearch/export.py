@@ -25,6 +25,7 @@ import albumentations as A
 import optuna
 
 from augsearch import files
+from augsearch.bounded import parse_json, read_bounded
 from augsearch.errors import UserError
 from augsearch.mixing import NO_MIXING, MixSettings
 from augsearch.policy import KDSettings, Policy, build_transform, trial_policy
@@ -91,7 +92,7 @@ def load_policy(path: str | Path) -> LoadedPolicy:
     """
     path = Path(path)
     try:
-        document = json.loads(path.read_text())
+        document = parse_json(read_bounded(path).decode(), path)  # json.loads within bounds
     except FileNotFoundError:
         raise UserError(f"policy file not found: {path}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -114,6 +115,7 @@ def load_policy(path: str | Path) -> LoadedPolicy:
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise UserError(f"{path}: malformed policy or kd section ({type(error).__name__}: {error})") from None
     pipeline = document.get("albumentations")
+    _check_pipeline_matches(policy, pipeline, path)
     try:
         transform = A.from_dict(pipeline)
     except Exception as error:  # albumentations raises many kinds on bad dicts; all mean a bad file
@@ -121,6 +123,23 @@ def load_policy(path: str | Path) -> LoadedPolicy:
             f"{path}: albumentations cannot rebuild the pipeline ({type(error).__name__}: {error})"
         ) from None
     return LoadedPolicy(transform, policy, dict(document.get("provenance", {})))
+
+
+def _check_pipeline_matches(policy: Policy, pipeline: dict[str, Any], path: Path) -> None:
+    """The file's ``albumentations`` pipeline must be the one its ``policy`` section builds: whoever reads
+    the file with plain ``A.from_dict`` and whoever reads it with augsearch must get the same
+    augmentation, and a hand-edited pipeline must not hide behind an innocent-looking policy."""
+    try:
+        expected = json.loads(json.dumps(A.to_dict(build_transform(policy))["transform"]))
+    except Exception as error:  # UserError or albumentations' own refusals: the policy section is bad
+        reason = " ".join(str(error).split())[:300]
+        raise UserError(f"{path}: policy: cannot build its pipeline ({reason})") from None
+    if pipeline["transform"] != expected:
+        written = pipeline.get("__version__", "unknown")
+        raise UserError(
+            f"{path}: albumentations: the pipeline is not the one the policy section builds "
+            f"(file written with albumentations {written}, this is {A.__version__}); re-export it"
+        )
 
 
 def export_best(study: optuna.Study, storage: str, output: Path) -> dict[str, Any]:

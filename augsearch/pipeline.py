@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from augsearch import files, progress, report
 from augsearch.attributes import POLICY_JSON, WALL_SECONDS
+from augsearch.bounded import parse_json, read_bounded
 from augsearch.data import load_dataset, validation_split
 from augsearch.errors import UserError
 from augsearch.export import export_best, load_policy
@@ -29,6 +30,7 @@ from augsearch.settings import Space
 from augsearch.space import load_space
 from augsearch.storage import load_stored_study, local_storage, requeue_interrupted
 from augsearch.study import make_objective, open_study
+from augsearch.teacher import checkpoint_sha256
 from augsearch.trials import finished, optimize
 from augsearch.warmstart import enqueue_warm_starts
 from augsearch.workers import SpawnOptions, WorkersFailed, describe_exit, spawn_workers
@@ -127,7 +129,8 @@ def run(options: RunOptions) -> tuple[str, Path]:
 
     if options.storage is None:
         study_dir.mkdir(parents=True, exist_ok=True)
-    study = open_study(name, storage, space, data.name, seed)
+    teacher_sha256 = checkpoint_sha256(space, options.teacher_checkpoint)
+    study = open_study(name, storage, space, data.name, seed, teacher_sha256=teacher_sha256)
     enqueue_warm_starts(study, space, data.channels)  # the space's baselines first, once per study
     # `run` owns the study: before its workers start, a RUNNING trial is a dead process's (a server's
     # dead trials are told by their heartbeats instead, so live workers elsewhere are safe).
@@ -171,7 +174,7 @@ def run(options: RunOptions) -> tuple[str, Path]:
     export_best(study, storage, study_dir / "best_policy.json")
     if options.retrain:
         runs = candidates(study, workspace, 1, space.baselines.names)
-        retrain_all(runs, workspace, teacher, 1, None, study_dir)
+        retrain_all(runs, workspace, teacher, 1, None, study_dir, teacher_sha256)
     return _report(study, workspace, study_dir), study_dir
 
 
@@ -182,12 +185,14 @@ def retrain(options: RetrainOptions) -> str:
     study = load_stored_study(options.study, options.studies_dir, options.storage)
     workspace = workspace_of(study, options.data_dir, options.device)
     checkpoint = study.user_attrs.get("teacher_checkpoint")
-    teacher, _ = teacher_for(workspace, options.studies_dir, Path(checkpoint) if checkpoint else None)
+    checkpoint = Path(checkpoint) if checkpoint else None
+    teacher, _ = teacher_for(workspace, options.studies_dir, checkpoint)
+    teacher_sha256 = checkpoint_sha256(workspace.space, checkpoint)
     runs = candidates(study, workspace, options.top, options.baselines)
     if not runs:
         raise UserError(f"study '{options.study}' has no completed trial to retrain and no --baselines given")
     study_dir = options.studies_dir / options.study
-    retrain_all(runs, workspace, teacher, options.seeds, options.epochs, study_dir)
+    retrain_all(runs, workspace, teacher, options.seeds, options.epochs, study_dir, teacher_sha256)
     return _report(study, workspace, study_dir)
 
 
@@ -217,9 +222,11 @@ def _is_policy_file(path: Path) -> bool:
     if path.suffix in (".yaml", ".yml") or not path.is_file():
         return False
     try:
-        document = json.loads(path.read_text())
+        document = parse_json(read_bounded(path).decode(), path)
     except (UnicodeDecodeError, json.JSONDecodeError):
         return False
+    except UserError:
+        return True  # JSON, refused by a bound: load_policy says why
     return isinstance(document, dict) and "format" in document
 
 

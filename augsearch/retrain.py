@@ -63,9 +63,12 @@ def _settings(workspace: Workspace, epochs: int | None) -> TrainSettings:
     return replace(settings, epochs=epochs) if epochs else settings
 
 
-def run_key(candidate: Candidate, settings: TrainSettings, student: str, seed: int) -> str:
+def run_key(
+    candidate: Candidate, settings: TrainSettings, student: str, seed: int, teacher_sha256: str | None = None
+) -> str:
     """A readable, stable file name for one run: the same policy, budget and seed always map to it.
-    Batch mixing enters the recipe only when it can mix, so runs without it keep their old names."""
+    Batch mixing enters the recipe only when it can mix, and the teacher checkpoint's sha256 only
+    when the teacher comes from a file, so runs without either keep their old names."""
     recipe = {
         "transform": A.to_dict(candidate.transform) if candidate.transform else None,
         "kd": candidate.kd.to_dict() if candidate.kd else None,
@@ -75,6 +78,8 @@ def run_key(candidate: Candidate, settings: TrainSettings, student: str, seed: i
     }
     if candidate.mix.active:
         recipe["mix"] = candidate.mix.to_dict()
+    if teacher_sha256 is not None:
+        recipe["teacher_checkpoint_sha256"] = teacher_sha256
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:10]
     slug = re.sub(r"[^a-z0-9]+", "-", candidate.name.lower()).strip("-")
     return f"{slug}-s{seed}-{digest}"
@@ -87,11 +92,13 @@ def retrain_run(
     seed: int,
     epochs: int | None,
     out: Path,
+    teacher_sha256: str | None = None,
 ) -> dict[str, Any]:
-    """Train and test one (candidate, seed); resume from its checkpoint, or return it if already finished."""
+    """Train and test one (candidate, seed); resume from its checkpoint, or return it if already finished.
+    An unusable checkpoint is moved aside and the run starts over (augsearch/distill.py: _resume)."""
     space, data = workspace.space, workspace.data
     settings = _settings(workspace, epochs)
-    key = run_key(candidate, settings, space.student, seed)
+    key = run_key(candidate, settings, space.student, seed, teacher_sha256)
     record, checkpoint = out / f"{key}.json", out / f"{key}.ckpt"
     if record.is_file():
         return json.loads(record.read_text())
@@ -146,14 +153,17 @@ def retrain_all(
     seeds: int,
     epochs: int | None,
     study_dir: Path,
+    teacher_sha256: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Every candidate with seeds ``seed, seed+1, ...``: the same seeds for every candidate."""
+    """Every candidate with seeds ``seed, seed+1, ...``: the same seeds for every candidate.
+    ``teacher_sha256``: the teacher checkpoint's (augsearch/teacher.py: checkpoint_sha256), if any."""
     out = study_dir / "retrain"
     results = []
     with progress.bar(total=len(runs) * seeds, desc="retrain", unit="run") as bar:
         for candidate in runs:
             for index in range(seeds):
-                result = retrain_run(candidate, workspace, teacher, workspace.seed + index, epochs, out)
+                seed = workspace.seed + index
+                result = retrain_run(candidate, workspace, teacher, seed, epochs, out, teacher_sha256)
                 bar.write(
                     f"{result['name']:<32} seed {result['seed']}: test accuracy {result['test_accuracy']:.4f}"
                 )

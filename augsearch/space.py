@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from augsearch.baselines import BASELINES
+from augsearch.bounded import parse_yaml, read_bounded
 from augsearch.bounds import (
     DKD_BETA,
     ERASING_SIZE,
@@ -37,6 +38,7 @@ from augsearch.bounds import (
 from augsearch.data import SyntheticSpec
 from augsearch.errors import UserError
 from augsearch.mixing import MIX_KINDS
+from augsearch.names import study_name_problem
 from augsearch.ops import OPS
 from augsearch.settings import (
     KD_LOSSES,
@@ -60,7 +62,7 @@ from augsearch.settings import (
     TrainSearch,
     TrainSettings,
 )
-from augsearch.validate import stage_problem
+from augsearch.validate import MAX_SIDE, growth, stage_problem
 from augsearch.warmstart import warm_start_problem
 
 # The shipped spaces: inside the package in an installed wheel (pyproject.toml ships search_spaces/ as
@@ -72,6 +74,10 @@ SPACES_DIR = next(
 )
 
 _REQUIRED = object()
+# Bounds on the work a space can ask for outside its fixed stages (those are checked with the policy
+# file's allow-list, augsearch/validate.py): the generated data's size, the study's numeric arguments.
+MAX_SYNTHETIC_BYTES = 8 << 30
+MAX_STUDY_ARGUMENT = 100_000
 
 
 def find_space(name_or_path: str) -> Path:
@@ -95,9 +101,9 @@ def space_names() -> list[str]:
 
 def load_space(name_or_path: str) -> Space:
     path = find_space(name_or_path)
-    raw_bytes = path.read_bytes()
+    raw_bytes = read_bounded(path)
     try:
-        raw = yaml.safe_load(raw_bytes)
+        raw = parse_yaml(raw_bytes, path)  # safe_load, bounded: no aliases, nesting, long integers
     except yaml.YAMLError as error:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UserError(f"{path}: not valid YAML ({first})") from None
@@ -119,7 +125,7 @@ class _Reader:
         self.raw = dict(raw)
 
     def fail(self, key: str, what: str) -> None:
-        raise UserError(f"{self.file}: {key}: {what}")
+        raise UserError(f"{self.file}: {key}: {what if len(what) <= 400 else what[:400] + '...'}")
 
     def path(self, key: str) -> str:
         return f"{self.where}.{key}" if self.where else key
@@ -347,6 +353,12 @@ def parse_space(raw: Any, path: Path, sha256: str) -> Space:
             seed=syn.take("seed", int, 0),
         )
         syn.done()
+        pixels = (synthetic.train_size + synthetic.test_size) * synthetic.image_size**2 * synthetic.channels
+        if pixels > MAX_SYNTHETIC_BYTES:
+            syn.fail(
+                "dataset.synthetic",
+                f"{pixels / 2**30:.1f} GiB of images; expected at most {MAX_SYNTHETIC_BYTES / 2**30:g} GiB",
+            )
     dataset = DataSettings(
         data.take("name", str), data.number("validation_fraction", 0.01, 0.5, 0.1), synthetic
     )
@@ -376,6 +388,8 @@ def parse_space(raw: Any, path: Path, sha256: str) -> Space:
             stage.fail(f"fixed[{index}]", problem)
         fixed.append(Stage(name, args))
 
+    if growth([(stage.name, stage.args) for stage in fixed]) > MAX_SIDE:
+        top.fail("fixed", f"its Pad/PadIfNeeded stages add more than {MAX_SIDE} pixels to the image side")
     fixed_searched = top.take("fixed_searched", bool, False)
     if fixed_searched and not fixed:
         top.fail("fixed_searched", "there are no fixed stages to switch on or off; add some under fixed")
@@ -398,6 +412,7 @@ def parse_space(raw: Any, path: Path, sha256: str) -> Space:
     )
     study.done()
     _check_sampler_args(study, study_settings)
+    _check_study_numbers(study, study_settings)
     if study_settings.sampler == "cmaes" and importlib.util.find_spec("cmaes") is None:
         study.fail(
             "study.sampler", "cmaes needs the cmaes package, which is not installed (pip install cmaes)"
@@ -438,7 +453,7 @@ def parse_space(raw: Any, path: Path, sha256: str) -> Space:
 
     trial, trial_search = _train(top.sub("trial"), searchable=True)
     space = Space(
-        name=top.take("name", str, path.stem),
+        name=_space_name(top, path),
         description=top.take("description", str, ""),
         path=path,
         sha256=sha256,
@@ -462,6 +477,18 @@ def parse_space(raw: Any, path: Path, sha256: str) -> Space:
     return space
 
 
+def _space_name(top: _Reader, path: Path) -> str:
+    """The space's ``name:`` (default: the file's stem): the study's folder name unless ``--study``
+    says otherwise, so one safe path component (augsearch/names.py)."""
+
+    given = "name" in top.raw
+    name = top.take("name", str, path.stem)
+    problem = study_name_problem(name)
+    if problem:
+        top.fail("name", problem if given else f"{problem} (the file's name; add a name: key)")
+    return name
+
+
 def _check_sampler_args(study: _Reader, settings: StudySettings) -> None:
     """``study.sampler_args`` names must be keyword arguments of the Optuna sampler (values are checked
     when it is built); the seed is ``study.seed``'s."""
@@ -479,6 +506,21 @@ def _check_sampler_args(study: _Reader, settings: StudySettings) -> None:
                 f"study.sampler_args.{key}",
                 f"not an argument of {classes[settings.sampler]}; it takes {', '.join(sorted(accepted))}",
             )
+
+
+def _check_study_numbers(study: _Reader, settings: StudySettings) -> None:
+    """Numbers in ``sampler_args`` and ``pruner_args`` within ±:data:`MAX_STUDY_ARGUMENT`: they count
+    trials, candidates or steps (TPE's ``n_ei_candidates=10**9`` would make every ask draw a billion
+    candidates), and nothing sensible needs more."""
+    for section, args in (("sampler_args", settings.sampler_args), ("pruner_args", settings.pruner_args)):
+        for key, value in args.items():
+            values = value if isinstance(value, list) else [value]
+            for item in values:
+                if isinstance(item, (int, float)) and not abs(item) <= MAX_STUDY_ARGUMENT:
+                    study.fail(
+                        f"study.{section}.{key}",
+                        f"expected values in [-{MAX_STUDY_ARGUMENT}, {MAX_STUDY_ARGUMENT}], got {item!r}",
+                    )
 
 
 def _check_warm_starts(space: Space, study: _Reader) -> None:

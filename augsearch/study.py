@@ -89,8 +89,12 @@ def make_pruner(space: Space) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def fingerprint(space: Space, dataset: str, seed: int) -> str:
-    return f"{space.sha256}:{dataset}:{seed}"
+def fingerprint(space: Space, dataset: str, seed: int, teacher_sha256: str | None = None) -> str:
+    """What a study may only be resumed with: the space file, the dataset, the seed and, when the
+    teacher comes from a checkpoint file, that file's sha256 (augsearch/teacher.py: checkpoint_sha256;
+    a trained teacher follows from the rest). Without a checkpoint the mark is what it always was."""
+    mark = f"{space.sha256}:{dataset}:{seed}"
+    return mark if teacher_sha256 is None else f"{mark}:teacher-{teacher_sha256}"
 
 
 def sampler_seed(seed: int, resumed: int, worker: int = 0) -> int:
@@ -107,7 +111,13 @@ def sampler_seed(seed: int, resumed: int, worker: int = 0) -> int:
 
 
 def open_study(
-    name: str, storage: str, space: Space, dataset: str, seed: int, worker: int = 0
+    name: str,
+    storage: str,
+    space: Space,
+    dataset: str,
+    seed: int,
+    worker: int = 0,
+    teacher_sha256: str | None = None,
 ) -> optuna.Study:
     """Create the study, or load it to resume; refuse to resume with a different space or data.
 
@@ -129,7 +139,7 @@ def open_study(
     resumed = len(study.get_trials(deepcopy=False))
     if resumed or worker:
         study.sampler = make_sampler(space, sampler_seed(seed, resumed, worker))
-    mark = fingerprint(space, dataset, seed)
+    mark = fingerprint(space, dataset, seed, teacher_sha256)
     found = study.user_attrs.get("fingerprint")
     if found is None:
         study.set_user_attr("fingerprint", mark)
@@ -139,7 +149,7 @@ def open_study(
         study.set_user_attr("seed", seed)
     elif found != mark:
         raise UserError(
-            f"study '{name}' was made with another space file, dataset or seed "
+            f"study '{name}' was made with another space file, dataset, seed or teacher checkpoint "
             f"({found[:12]}... != {mark[:12]}...); "
             f"pass --study NEW_NAME to start a new study, or restore the original settings to resume"
         )

@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -41,6 +42,56 @@ def cache_key(space: Space, data: ImageData, seed: int) -> str:
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:10]
     name = data.name.replace("/", "_").replace(":", "_").strip("_")[-40:]
     return f"{name}-{space.teacher.model}-e{space.teacher.epochs}-s{seed}-{digest}"
+
+
+class EpochBatches:
+    """The teacher's batches, each epoch's order and augmentation drawn from ``(seed, epoch)`` alone.
+
+    Why: the teacher checkpoints every epoch, and a run resumed after a kill must end with the same
+    weights as one never stopped. One loader for all epochs would draw a resumed epoch's order and
+    augmentation from a fresh stream; this one is rebuilt for the epoch ``train_student`` announces
+    (``set_epoch``, the convention of PyTorch's DistributedSampler), with torch's global generator
+    seeded alike for whatever the model draws (dropout).
+    """
+
+    def __init__(self, data: ImageData, transform: Any, batch_size: int, runtime: Any, seed: int) -> None:
+        self.data, self.transform, self.batch_size, self.runtime, self.seed = (
+            data, transform, batch_size, runtime, seed,
+        )  # fmt: skip
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _loader(self) -> Any:
+        seed = int(np.random.SeedSequence([self.seed % 2**32, self.epoch]).generate_state(1)[0])
+        torch.manual_seed(seed)
+        x, y = self.data.x_train, self.data.y_train
+        return make_loader(x, y, self.transform, self.batch_size, self.runtime, seed)
+
+    def __len__(self) -> int:
+        return len(self._loader())
+
+    def __iter__(self) -> Any:
+        return iter(self._loader())
+
+
+def checkpoint_sha256(space: Space, checkpoint: Path | None) -> str | None:
+    """The sha256 of the teacher checkpoint a study uses (``checkpoint``, else the space's
+    ``teacher.checkpoint``), or None when its teacher is trained and cached by augsearch (the cache key
+    already says how). A study's fingerprint and a retrain's key include it, so another teacher never
+    resumes a study or reuses retrain runs made with the first."""
+    path = checkpoint or (Path(space.teacher.checkpoint) if space.teacher.checkpoint else None)
+    if path is None:
+        return None
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as error:
+        raise UserError(f"cannot read teacher checkpoint {path}: {error.strerror or error}") from None
+    return digest.hexdigest()
 
 
 def _build(space: Space, data: ImageData) -> nn.Module:
@@ -105,8 +156,9 @@ def get_teacher(
         schedule="onecycle",
     )
     transform = build_transform(Policy(space.fixed, (), KDSettings(1.0, 0.0)))
-    batches = make_loader(data.x_train, data.y_train, transform, settings.batch_size, normalise.runtime, seed)
-    result = train_student(model, batches, settings, normalise, description="teacher")
+    batches = EpochBatches(data, transform, settings.batch_size, normalise.runtime, seed)
+    progress = teachers_dir / f"{key}.ckpt"  # every epoch, atomically: a killed run resumes from it
+    result = train_student(model, batches, settings, normalise, description="teacher", checkpoint=progress)
     accuracy = evaluate(freeze(model), data.x_test, data.y_test, normalise)
     info = {
         "model": space.teacher.model,
@@ -122,4 +174,5 @@ def get_teacher(
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     files.save_torch(weights, {"state_dict": state, "model": space.teacher.model})
     files.write_json(meta, info)
+    progress.unlink(missing_ok=True)
     return model, info | {"source": str(weights), "cached": False}

@@ -55,6 +55,37 @@ SIZE_ARGUMENTS = frozenset(
 )  # fmt: skip
 
 
+# Every argument of an allow-listed class whose value scales the work (or the memory) per image, with
+# the inclusive bounds of each number in it (a number, a (low, high) pair, or a mapping of them, like
+# Affine's scale). Albumentations checks types and order, not size: it accepts CoarseDropout with 10**7
+# holes, a 99,999-pixel blur kernel, a 100,000-step grid or a SomeOf drawing a billion ops. The bounds
+# are far above anything the catalogue (augsearch/ops.py) or a dataset recipe uses and far below a hang.
+# fit_output / keep_size are pinned: an output that grows with its input, chained, grows exponentially.
+WORK_BOUNDS: dict[tuple[str, str], tuple[float, float]] = {
+    ("CoarseDropout", "num_holes_range"): (0, 64),  # the catalogue: up to 4
+    ("CoarseDropout", "hole_height_range"): (0, MAX_SIDE),  # a fraction of the side, or pixels
+    ("CoarseDropout", "hole_width_range"): (0, MAX_SIDE),
+    ("GaussianBlur", "blur_limit"): (0, 63),  # kernel side in pixels; the catalogue: up to 9
+    ("GaussianBlur", "sigma_limit"): (0, 32),  # blur_limit 0 derives the kernel from sigma
+    ("MotionBlur", "blur_limit"): (0, 63),
+    ("Sharpen", "kernel_size"): (0, 63),
+    ("Sharpen", "sigma"): (0, 32),
+    ("GridDistortion", "num_steps"): (1, 64),  # albumentations' default: 5
+    ("Affine", "scale"): (0, 16),
+    ("Affine", "translate_px"): (-MAX_SIDE, MAX_SIDE),
+    ("Affine", "fit_output"): (False, False),
+    ("Perspective", "scale"): (0, 1),
+    ("Perspective", "fit_output"): (False, False),
+    ("Perspective", "keep_size"): (True, True),
+    ("Downscale", "scale_range"): (0.01, 1),
+    ("SomeOf", "n"): (0, 64),
+}
+MAX_TRANSFORMS = 64  # children of one container, stages or ops of one list: augsearch writes at most 24
+# Pad's padding and PadIfNeeded's divisors each add to the image side, so the sum over a whole pipeline
+# is bounded too: the output side then stays within max(input, MAX_SIDE) + 2 * MAX_SIDE.
+GROWTH_ARGUMENTS = {"Pad": ("padding",), "PadIfNeeded": ("pad_height_divisor", "pad_width_divisor")}
+
+
 def allowed_classes() -> frozenset[str]:
     """Every albumentations class name a policy file may hold."""
     return frozenset((*CONTAINERS, "NoOp", *OPS, *FIXED_STAGES))
@@ -66,6 +97,50 @@ def _sizes_fit(value: Any, depth: int = 0) -> bool:
     if isinstance(value, (list, tuple)) and depth < 2:
         return all(_sizes_fit(item, depth + 1) for item in value)
     return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= MAX_SIDE
+
+
+def _numbers(value: Any, depth: int = 0) -> list[float] | None:
+    """The numbers in a number, a list/tuple or a mapping of them (two levels at most); None if other."""
+    if isinstance(value, (int, float)):
+        return [value]
+    if isinstance(value, dict) and depth < 2:
+        value = list(value.values())
+    if isinstance(value, (list, tuple)) and depth < 2:
+        found: list[float] = []
+        for item in value:
+            numbers = _numbers(item, depth + 1)
+            if numbers is None:
+                return None
+            found += numbers
+        return found
+    return None
+
+
+def work_problem(name: str, args: dict[str, Any]) -> str | None:
+    """Why ``args`` ask ``name`` for too much work per image (see :data:`WORK_BOUNDS`), or None."""
+    for (owner, key), (low, high) in WORK_BOUNDS.items():
+        if owner != name or key not in args or args[key] is None:
+            continue
+        numbers = _numbers(args[key])
+        if numbers is None or not all(low <= number <= high for number in numbers):
+            bounds = f"expected values in [{low}, {high}] (a bound on the work per image)"
+            return f"{name}.{key}: {bounds}, got {_short(args[key])}"
+    return None
+
+
+def growth(stages: list[tuple[str, dict[str, Any]]]) -> float:
+    """How many pixels the ``(name, args)`` stages may add to the image side, by :data:`GROWTH_ARGUMENTS`."""
+    total = 0.0
+    for name, args in stages:
+        for key in GROWTH_ARGUMENTS.get(name, ()):
+            total += sum(_numbers(args.get(key) or 0) or [0])
+    return total
+
+
+def _short(value: Any) -> str:
+    """``repr(value)``, cut to a readable length for a one-line message."""
+    text = repr(value)
+    return text if len(text) <= 120 else text[:120] + "..."
 
 
 def argument_problem(name: str, args: dict[str, Any]) -> str | None:
@@ -83,8 +158,8 @@ def argument_problem(name: str, args: dict[str, Any]) -> str | None:
             return f"{name} has no argument {key!r} ({hint})"
     for key in sorted(SIZE_ARGUMENTS & set(args)):
         if not _sizes_fit(args[key]):
-            return f"{name}.{key}: expected sizes in [0, {MAX_SIDE}] pixels, got {args[key]!r}"
-    return None
+            return f"{name}.{key}: expected sizes in [0, {MAX_SIDE}] pixels, got {_short(args[key])}"
+    return work_problem(name, args)
 
 
 def stage_problem(name: str, args: dict[str, Any]) -> str | None:
@@ -108,7 +183,7 @@ def stage_problem(name: str, args: dict[str, Any]) -> str | None:
 
 
 def _fail(file: Path, where: str, what: str) -> None:
-    raise UserError(f"{file}: {where}: {what}")
+    raise UserError(f"{file}: {where}: {what if len(what) <= 400 else what[:400] + '...'}")
 
 
 def _check_transform(node: Any, where: str, depth: int, file: Path) -> None:
@@ -141,6 +216,10 @@ def _check_transform(node: Any, where: str, depth: int, file: Path) -> None:
         children = args.get("transforms")
         if not isinstance(children, list):
             _fail(file, f"{where}.transforms", "expected a list of transforms")
+        if len(children) > MAX_TRANSFORMS:
+            _fail(
+                file, f"{where}.transforms", f"{len(children)} transforms; expected at most {MAX_TRANSFORMS}"
+            )
         for index, child in enumerate(children):
             _check_transform(child, f"{where}.transforms[{index}]", depth + 1, file)
 
@@ -153,6 +232,23 @@ def check_pipeline(pipeline: Any, file: Path) -> None:
     if extra:
         _fail(file, f"albumentations.{extra[0]}", 'unknown key; expected only "__version__" and "transform"')
     _check_transform(pipeline["transform"], "albumentations.transform", 0, file)
+    added = growth(_stages(pipeline["transform"]))
+    if added > MAX_SIDE:
+        _fail(
+            file,
+            "albumentations.transform",
+            f"its Pad/PadIfNeeded stages add up to {added:g} pixels; expected at most {MAX_SIDE}",
+        )
+
+
+def _stages(node: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Every transform of an already checked pipeline, containers included, as ``(name, args)``."""
+    found, stack = [], [node]
+    while stack:
+        item = stack.pop()
+        found.append((item["__class_fullname__"], item))
+        stack.extend(item.get("transforms", []) if item["__class_fullname__"] in CONTAINERS else [])
+    return found
 
 
 def _check_number(value: Any, bound: Bound, where: str, file: Path) -> None:
@@ -166,6 +262,8 @@ def _check_ops(ops: Any, where: str, file: Path, triples: bool = True) -> None:
     """A list of catalogue ops: ``{name, p, magnitude}`` mappings (``triples``) or plain names."""
     if not isinstance(ops, list):
         _fail(file, where, "expected a list of ops")
+    if len(ops) > MAX_TRANSFORMS:
+        _fail(file, where, f"{len(ops)} ops; expected at most {MAX_TRANSFORMS}")
     for index, op in enumerate(ops):
         name = op.get("name") if triples and isinstance(op, dict) else op
         if not isinstance(name, str) or name not in OPS:
@@ -202,6 +300,9 @@ def _check_policy_section(section: Any, file: Path, version: int) -> None:
     extra = sorted(set(section) - set(known))
     if extra:
         _fail(file, f"policy.{extra[0]}", f"unknown key; expected {', '.join(known)}")
+    for key in ("fixed", "subpolicies"):
+        if len(section.get(key) or ()) > MAX_TRANSFORMS:
+            _fail(file, f"policy.{key}", f"{len(section[key])} entries; expected at most {MAX_TRANSFORMS}")
     for index, stage in enumerate(section["fixed"]):
         if not isinstance(stage, dict) or not isinstance(stage.get("args", {}), dict):
             _fail(file, f"policy.fixed[{index}]", "expected {name, args}")
@@ -269,6 +370,8 @@ def check_policy_document(document: dict[str, Any], file: Path) -> None:
     extra = sorted(set(document) - set(known))
     if extra:
         _fail(file, extra[0], f"unknown key for schema_version {version}; expected {', '.join(known)}")
+    if not isinstance(document.get("provenance", {}), dict):
+        _fail(file, "provenance", f"expected a mapping, got {type(document['provenance']).__name__}")
     check_pipeline(document.get("albumentations"), file)
     _check_policy_section(document.get("policy"), file, version)
     _check_kd(document.get("kd"), file)

@@ -30,6 +30,7 @@ from augsearch.errors import UserError
 from augsearch.runtime import cpu_share, visible_gpus, worker_environments
 from augsearch.storage import load_stored_study, study_storage_url
 from augsearch.study import make_objective, open_study
+from augsearch.teacher import checkpoint_sha256
 from augsearch.trials import Interrupted, run_trials
 from augsearch.workspace import teacher_for, trial_context, workspace_of
 
@@ -74,9 +75,12 @@ def work(options: WorkerOptions) -> int:
         raise UserError(f"--trials must be at least 1, got {target}")
     workspace = workspace_of(stored, options.data_dir, options.device)
     index = worker_token()
-    study = open_study(options.study, url, workspace.space, workspace.data.name, workspace.seed, index)
-    recorded = study.user_attrs.get("teacher_checkpoint")
+    recorded = stored.user_attrs.get("teacher_checkpoint")
     checkpoint = Path(recorded) if recorded and Path(recorded).is_file() else None
+    sha256 = checkpoint_sha256(workspace.space, checkpoint)  # part of the study's fingerprint
+    study = open_study(
+        options.study, url, workspace.space, workspace.data.name, workspace.seed, index, sha256
+    )
     teacher, _ = teacher_for(workspace, options.studies_dir, checkpoint)
     context = trial_context(workspace, teacher, options.studies_dir / options.study)
     name = os.environ.get("AUGSEARCH_WORKER_INDEX", str(os.getpid()))

@@ -21,7 +21,7 @@ def test_reopening_with_another_space_is_refused(tmp_path):
     changed = dataclasses.replace(space, sha256="0" * 64)
     with pytest.raises(UserError, match="pass --study NEW_NAME"):
         open_study("s", storage, changed, "synthetic", 0)
-    with pytest.raises(UserError, match="another space file, dataset or seed"):
+    with pytest.raises(UserError, match="another space file, dataset, seed or teacher checkpoint"):
         open_study("s", storage, space, "synthetic", 1)
 
 

@@ -2,6 +2,7 @@
 
 import inspect
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import albumentations as A
@@ -10,16 +11,16 @@ import pytest
 from conftest import smoke_variant
 
 from augsearch import export
-from augsearch.baselines import BASELINES, baseline
+from augsearch.baselines import BASELINES, RANDAUGMENT_M, RANDAUGMENT_N, RANDAUGMENT_OPS, baseline
 from augsearch.cli import main
 from augsearch.errors import UserError
 from augsearch.export import load_policy, policy_document, write_policy
-from augsearch.ops import OPS
+from augsearch.ops import OPS, op_names
 from augsearch.pipeline import validate_file
-from augsearch.policy import KDSettings, Policy, sample_policy
+from augsearch.policy import KDSettings, Policy, RandAugment, Trivial, build_transform, sample_policy
 from augsearch.settings import FIXED_STAGES
 from augsearch.space import load_space, space_names
-from augsearch.validate import MAX_DEPTH, allowed_classes
+from augsearch.validate import MAX_DEPTH, allowed_classes, check_pipeline
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -62,11 +63,23 @@ def test_exports_of_every_shipped_space_load(tmp_path, name):
 def test_baseline_transforms_load(tmp_path, name, channels):
     standard = Policy(load_space("default").fixed, (), KDSettings(4.0, 0.9))
     candidate = baseline(name, standard, KDSettings(4.0, 0.9), channels)
-    document = policy_document(standard, {})
+    usable = op_names(channels)
+    as_data = {  # the baseline as policy data (a file's policy section must build its pipeline)
+        "none": replace(standard, fixed=()),
+        "randaugment": replace(
+            standard,
+            randaugment=RandAugment(
+                RANDAUGMENT_N, RANDAUGMENT_M, tuple(op for op in RANDAUGMENT_OPS if op in usable)
+            ),
+        ),
+        "trivialaugment": replace(standard, trivial=Trivial(usable)),
+    }.get(name, standard)
+    document = policy_document(as_data, {})
     if candidate.transform is not None:
-        document["albumentations"] = A.to_dict(candidate.transform)
+        same = json.loads(json.dumps(document["albumentations"]))
+        assert same == json.loads(json.dumps(A.to_dict(candidate.transform)))
     loaded = load_policy(_write(tmp_path, document))
-    assert A.to_dict(loaded.transform) == document["albumentations"]
+    assert A.to_dict(loaded.transform) == A.to_dict(build_transform(as_data))
 
 
 def _transforms(document: dict) -> list:
@@ -186,7 +199,7 @@ def test_bad_policy_files_are_refused_before_albumentations_builds_anything(
 def test_nesting_up_to_the_limit_loads(tmp_path):
     document = _document()
     _nest(document, MAX_DEPTH - 1)
-    load_policy(_write(tmp_path, document))
+    check_pipeline(document["albumentations"], tmp_path / "p.json")  # the allow-list alone
 
 
 def test_validate_tells_a_policy_from_a_space_by_content(tmp_path):
