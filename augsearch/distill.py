@@ -192,20 +192,30 @@ def inference_teacher(model: nn.Module, runtime: Runtime) -> nn.Module:
     return folded.to(runtime.device, memory_format=runtime.memory_format)
 
 
-@torch.inference_mode()
 def evaluate(
     model: nn.Module, x: np.ndarray, y: np.ndarray, normalise: Normaliser, batch_size: int = 1000
 ) -> float:
     """Top-1 accuracy of ``model`` on un-augmented images."""
+    return predict(model, x, y, normalise, batch_size)[0]
+
+
+@torch.inference_mode()
+def predict(
+    model: nn.Module, x: np.ndarray, y: np.ndarray, normalise: Normaliser, batch_size: int = 1000
+) -> tuple[float, np.ndarray]:
+    """Top-1 accuracy of ``model`` on un-augmented images and its softmax probabilities, (N, classes)
+    float64: what calibration (augsearch/stats.py: ECE, NLL) is computed from."""
     was_training = model.training
     model.eval()
-    correct = 0
+    correct, probabilities = 0, []
     for images, labels in plain_batches(x, y, batch_size):
         with normalise.runtime.autocast():
             logits = model(normalise(images))
         correct += (logits.argmax(1).cpu() == labels).sum().item()
+        probabilities.append(torch.softmax(logits.float(), dim=1).cpu().double().numpy())
     model.train(was_training)
-    return correct / max(1, len(y))
+    stacked = np.concatenate(probabilities) if probabilities else np.zeros((0, 0))
+    return correct / max(1, len(y)), stacked
 
 
 @dataclass

@@ -23,6 +23,7 @@ import optuna
 
 from augsearch import files
 from augsearch.attributes import POLICY, PROXY_STDDEV
+from augsearch.stats import paired_difference, seeds_needed, spearman_interval
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,9 @@ class Row:
     seconds: float  # mean training wall time of one run
     images_per_second: float
     seeds: tuple[int, ...]
+    accuracies: tuple[float, ...] = ()  # test accuracy per seed, in the order of ``seeds``
+    ece: float | None = None  # mean expected calibration error (15 bins) over seeds; None for older runs
+    nll: float | None = None  # mean negative log-likelihood over seeds; None for older runs
 
 
 def trial_counts(study: optuna.Study) -> dict[str, int]:
@@ -61,7 +65,9 @@ def summarise(runs: list[dict[str, Any]]) -> list[Row]:
         groups.setdefault(run["name"], []).append(run)
     rows = []
     for name, members in groups.items():
+        members = sorted(members, key=lambda run: run["seed"])
         accuracies = np.array([run["test_accuracy"] for run in members])
+        calibrated = all("test_ece" in run for run in members)
         kd = members[0]["kd"]
         rows.append(
             Row(
@@ -75,17 +81,23 @@ def summarise(runs: list[dict[str, Any]]) -> list[Row]:
                 epochs=members[0]["epochs"],
                 seconds=float(np.mean([run["train_seconds"] for run in members])),
                 images_per_second=float(np.mean([run["images_per_second"] for run in members])),
-                seeds=tuple(sorted(run["seed"] for run in members)),
+                seeds=tuple(run["seed"] for run in members),
+                accuracies=tuple(float(a) for a in accuracies),
+                ece=float(np.mean([run["test_ece"] for run in members])) if calibrated else None,
+                nll=float(np.mean([run["test_nll"] for run in members])) if calibrated else None,
             )
         )
     return sorted(rows, key=lambda row: (row.kind != "searched", row.trial if row.trial is not None else 0))
 
 
 def verdict(rows: list[Row]) -> str:
-    """The searched policy against the best baseline, and whether the gap exceeds the seed noise.
+    """The searched policy against the best baseline, seed by seed, at 95%.
 
-    The gap counts as real when it exceeds twice its standard error, sqrt(s1²/n1 + s2²/n2) (Welch),
-    with at least two seeds on each side; otherwise the sentence says it cannot be told apart.
+    Every row is retrained with the same seeds, and a seed fixes the student's initialisation and data
+    order, so the two rows are compared on the seeds they share: the mean of the per-seed differences
+    with its paired 95% t-interval (augsearch/stats.py). The words follow the interval: "beats" when it
+    lies above 0, "loses to" below, "ties with" when it holds 0, and then how many paired seeds would
+    show the observed difference if its spread stays as measured.
     """
     best = next((row for row in rows if row.kind == "searched"), None)
     baselines = [row for row in rows if row.kind == "baseline"]
@@ -94,13 +106,25 @@ def verdict(rows: list[Row]) -> str:
     rival = max(baselines, key=lambda row: row.mean)
     gain = best.mean - rival.mean
     head = f"searched policy vs best baseline ({rival.name}): {gain * 100:+.2f} points"
-    if best.n < 2 or rival.n < 2:
-        return f"{head}; one seed on a side, so the seed noise is unknown: run `augsearch retrain --seeds 3`"
-    error = math.sqrt(best.std**2 / best.n + rival.std**2 / rival.n)
-    if abs(gain) > 2 * error:
-        word = "beats" if gain > 0 else "loses to"
-        return f"{head} ± {error * 100:.2f} (standard error): the searched policy {word} it beyond seed noise"
-    return f"{head} ± {error * 100:.2f} (standard error): within seed noise, no real difference shown"
+    theirs = dict(zip(rival.seeds, rival.accuracies, strict=True))
+    mine = dict(zip(best.seeds, best.accuracies, strict=True))
+    shared = sorted(set(mine) & set(theirs))
+    if len(shared) < 2:
+        return (
+            f"{head}; fewer than two seeds on both sides, so the seed noise is unknown: "
+            "run `augsearch retrain --seeds 3`"
+        )
+    difference = paired_difference([mine[s] for s in shared], [theirs[s] for s in shared])
+    text = (
+        f"{head}; paired over {difference.n} seeds {difference.mean * 100:+.2f}, 95% interval "
+        f"[{difference.low * 100:+.2f}, {difference.high * 100:+.2f}]: "
+        f"the searched policy {difference.word} it"
+    )
+    if difference.word != "ties with":
+        return f"{text} at 95%"
+    needed = seeds_needed(difference)
+    more = f"about {needed} paired seeds" if needed else "more than 1000 paired seeds (or none at all)"
+    return f"{text} (no difference shown at 95%; {more} would show a gap this size, if its spread holds)"
 
 
 def spearman(x: list[float], y: list[float]) -> float | None:
@@ -134,7 +158,8 @@ def proxy_correlation(study: optuna.Study) -> float | None:
 
 
 def proxy_fidelity(study: optuna.Study, rows: list[Row]) -> float | None:
-    """Spearman of trial validation accuracy vs retrained test accuracy, over retrained trials (>= 3)."""
+    """Spearman of trial validation accuracy vs retrained test accuracy, over retrained trials (>= 3):
+    whether the short trials rank policies as full training does (`augsearch retrain --top N`)."""
     values = {
         trial.number: trial.value for trial in study.get_trials(deepcopy=False) if trial.value is not None
     }
@@ -153,14 +178,19 @@ def search_cost(study: optuna.Study) -> dict[str, Any]:
 
 
 def table(rows: list[Row], teacher: dict[str, Any] | None) -> str:
-    lines = [f"{'policy':<30} {'KD':<23} {'test acc':>16} {'n':>2} {'epochs':>6} {'train s':>8} {'img/s':>7}"]
+    lines = [
+        f"{'policy':<30} {'KD':<23} {'test acc':>16} {'ECE':>6} {'NLL':>6} {'n':>2} {'epochs':>6} "
+        f"{'train s':>8} {'img/s':>7}"
+    ]
     if teacher:
         name = f"teacher {teacher.get('model')}"
         lines.append(f"{name:<30} {'(ceiling)':<23} {teacher['test_accuracy']:>16.4f}")
     for row in rows:
         accuracy = f"{row.mean:.4f} ± {row.std:.4f}" if row.n > 1 else f"{row.mean:.4f}"
+        ece = f"{row.ece:.4f}" if row.ece is not None else "—"
+        nll = f"{row.nll:.3f}" if row.nll is not None else "—"
         lines.append(
-            f"{row.name:<30} {row.kd:<23} {accuracy:>16} {row.n:>2} {row.epochs:>6} "
+            f"{row.name:<30} {row.kd:<23} {accuracy:>16} {ece:>6} {nll:>6} {row.n:>2} {row.epochs:>6} "
             f"{row.seconds:>8.0f} {row.images_per_second:>7.0f}"
         )
     return "\n".join(lines)
@@ -229,10 +259,14 @@ def write(
     cost_line = f"search: {cost['seconds']:.0f}s of trials on {cost['device']}"
     if ratio:
         cost_line += f"; one final retrain: {searched_row.seconds:.0f}s (search = {ratio:.1f}x a retrain)"
-    fidelity_line = "proxy fidelity: " + (
-        f"Spearman {fidelity:+.2f} between trial validation and retrained test accuracy"
+    retrained = sum(row.kind == "searched" for row in rows)
+    interval = spearman_interval(fidelity, retrained) if fidelity is not None else None
+    fidelity_line = "rank fidelity of the trials: " + (
+        f"Spearman {fidelity:+.2f} between trial validation and retrained test accuracy "
+        f"over {retrained} trials"
+        + (f", 95% interval [{interval[0]:+.2f}, {interval[1]:+.2f}]" if interval else "")
         if fidelity is not None
-        else "needs at least 3 retrained trials (`augsearch retrain --top 3`)"
+        else "needs at least 3 retrained trials (`augsearch retrain --top 8`)"
     )
     correlation = proxy_correlation(study)
     proxy_line = "T. stddev proxy vs trial accuracy: " + (
@@ -270,7 +304,8 @@ def write(
     writer = csv.DictWriter(csv_buffer, fieldnames=[*asdict(rows[0]).keys()] if rows else ["name"])
     writer.writeheader()
     for row in rows:
-        writer.writerow({**asdict(row), "seeds": " ".join(map(str, row.seeds))})
+        accuracies = " ".join(f"{a:.4f}" for a in row.accuracies)
+        writer.writerow({**asdict(row), "seeds": " ".join(map(str, row.seeds)), "accuracies": accuracies})
     files.write_text(study_dir / "results.csv", csv_buffer.getvalue())
     files.write_text(study_dir / "trials.csv", trials_csv(study))
     summary = {"rows": [asdict(row) for row in rows], "verdict": verdict(rows), "search": cost}

@@ -24,12 +24,13 @@ from torch import nn
 from augsearch import files, progress
 from augsearch.attributes import POLICY_JSON
 from augsearch.baselines import Candidate, baseline
-from augsearch.distill import evaluate, train_student
+from augsearch.distill import predict, train_student
 from augsearch.loader import make_loader
 from augsearch.models import build_model
 from augsearch.policy import KDSettings, Policy, build_transform, trial_policy
 from augsearch.runtime import seed_everything
 from augsearch.settings import TrainSettings
+from augsearch.stats import expected_calibration_error, negative_log_likelihood
 from augsearch.workspace import Workspace
 
 
@@ -115,7 +116,7 @@ def retrain_run(
         student, batches, settings, workspace.normalise, teacher if candidate.kd else None, kd,
         description=f"{candidate.name} seed {seed}", checkpoint=checkpoint, mix=candidate.mix,
     )  # fmt: skip
-    accuracy = evaluate(student, data.x_test, data.y_test, workspace.normalise)
+    accuracy, probabilities = predict(student, data.x_test, data.y_test, workspace.normalise)
     state = {k: v.detach().cpu() for k, v in student.state_dict().items()}
     files.save_torch(
         out / f"{key}.pt", {"state_dict": state, "model": space.student, "test_accuracy": accuracy}
@@ -132,6 +133,8 @@ def retrain_run(
         **{k: v for k, v in asdict(settings).items() if k != "subset"},
         "optimiser": "sgd-nesterov-0.9",
         "test_accuracy": accuracy,
+        "test_ece": round(expected_calibration_error(probabilities, data.y_test), 6),
+        "test_nll": round(negative_log_likelihood(probabilities, data.y_test), 6),
         "train_seconds": round(result.seconds, 2),
         "wall_seconds_this_process": round(time.perf_counter() - start, 2),
         "images_per_second": round(result.images_per_second, 1),

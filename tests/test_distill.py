@@ -10,6 +10,7 @@ from augsearch.distill import (
     evaluate,
     hinton_loss,
     inference_teacher,
+    predict,
     teacher_logits,
     train_student,
 )
@@ -132,6 +133,15 @@ def test_train_student_learns_and_reports_each_epoch():
     assert result.val_accuracy[-1] > 0.9
     assert evaluate(student, x, y, normalise) == pytest.approx(result.val_accuracy[-1])
     assert result.images == 2 * (256 // 32) * 32
+
+    # predict gives the same accuracy and the softmax of the very logits it took the top-1 of
+    accuracy, probabilities = predict(student, x, y, normalise, batch_size=100)
+    assert accuracy == evaluate(student, x, y, normalise)
+    assert probabilities.shape == (256, 2) and np.allclose(probabilities.sum(axis=1), 1.0)
+    assert (probabilities.argmax(axis=1) == y).mean() == pytest.approx(accuracy)
+    with torch.no_grad():
+        logits = student.eval()(normalise(torch.from_numpy(x[:5])))
+    assert np.allclose(probabilities[:5], torch.softmax(logits, 1).double().numpy(), atol=1e-6)
 
 
 def test_non_finite_loss_stops_training():

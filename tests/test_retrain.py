@@ -35,6 +35,11 @@ def test_retrain_two_seeds_two_baselines_writes_the_report(searched):
     assert columns <= set(rows[0])
     assert all(row["n"] == "2" and row["seeds"] == "0 1" for row in rows)
     assert "searched policy vs best baseline" in result.stdout and "search = " in result.stdout
+    assert "paired over 2 seeds" in result.stdout and "95% interval [" in result.stdout
+    assert all(0.0 <= float(row["ece"]) <= 1.0 and float(row["nll"]) > 0 for row in rows)
+    assert all(len(row["accuracies"].split()) == 2 for row in rows)
+    header = result.stdout.splitlines()[0].split()
+    assert header[header.index("acc") + 1 : header.index("acc") + 3] == ["ECE", "NLL"]
     with open(study_dir / "trials.csv") as handle:
         trials = list(csv.DictReader(handle))
     assert len(trials) == 3 and "params_op0" in trials[0] and "user_attrs_policy" in trials[0]
@@ -52,6 +57,7 @@ def test_retrain_two_seeds_two_baselines_writes_the_report(searched):
         seeds.setdefault(run["name"], set()).add(run["seed"])
     assert all(found == {0, 1} for found in seeds.values())
     assert [r["kd"] for r in runs if r["name"] == "student-alone"] == [None, None]
+    assert all(0.0 <= r["test_ece"] <= 1.0 and r["test_nll"] > 0 for r in runs)
 
     # Asking again redoes nothing: every run is found finished and left as it was.
     stamps = {path.name: path.stat().st_mtime_ns for path in (study_dir / "retrain").glob("*.json")}
@@ -112,14 +118,40 @@ def test_spearman_on_hand_made_values():
     assert spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(0.8660254)
 
 
-def _row(name, kind, mean, std, n):
-    return Row(name, kind, 0 if kind == "searched" else None, "", n, mean, std, 1, 1.0, 1.0, tuple(range(n)))
+def _row(name, kind, accuracies, seeds=None):
+    seeds = tuple(seeds if seeds is not None else range(len(accuracies)))
+    mean = sum(accuracies) / len(accuracies)
+    std = float(torch.tensor(accuracies, dtype=torch.float64).std()) if len(accuracies) > 1 else 0.0
+    trial = 0 if kind == "searched" else None
+    return Row(name, kind, trial, "", len(accuracies), mean, std, 1, 1.0, 1.0, seeds, tuple(accuracies))
 
 
-def test_verdict_states_the_noise_plainly():
-    rows = [_row("searched", "searched", 0.90, 0.002, 3), _row("standard", "baseline", 0.88, 0.002, 3)]
-    assert "beats it beyond seed noise" in verdict(rows)
-    rows = [_row("searched", "searched", 0.881, 0.01, 3), _row("standard", "baseline", 0.880, 0.01, 3)]
-    assert "within seed noise" in verdict(rows)
-    rows = [_row("searched", "searched", 0.90, 0.0, 1), _row("standard", "baseline", 0.88, 0.0, 1)]
-    assert "seed noise is unknown" in verdict(rows)
+def test_verdict_pairs_seeds_and_says_it_at_95_percent():
+    # per-seed differences 0.020, 0.021, 0.019: mean 0.020, sd 0.001, half-width 4.303 * 0.001 / sqrt(3)
+    searched, standard = [0.900, 0.902, 0.898], [0.88, 0.881, 0.879]
+    text = verdict([_row("searched", "searched", searched), _row("standard", "baseline", standard)])
+    assert (
+        "paired over 3 seeds +2.00, 95% interval [+1.75, +2.25]: the searched policy beats it at 95%" in text
+    )
+    searched = [0.86, 0.861, 0.859]
+    text = verdict([_row("searched", "searched", searched), _row("standard", "baseline", standard)])
+    assert "the searched policy loses to it at 95%" in text
+    # differences +0.001, -0.012, +0.014: the interval holds 0, and the report says how many seeds would do
+    searched, standard = [0.881, 0.870, 0.892], [0.88, 0.882, 0.878]
+    text = verdict([_row("searched", "searched", searched), _row("standard", "baseline", standard)])
+    assert "ties with it (no difference shown at 95%; about 652 paired seeds" in text  # (1.96·13/1)² ≈ 650
+    # differences +0.01, 0.00, +0.02: about 7 seeds (tests/test_stats.py works it out by hand)
+    searched, standard = [0.89, 0.88, 0.90], [0.88, 0.88, 0.88]
+    text = verdict([_row("searched", "searched", searched), _row("standard", "baseline", standard)])
+    assert "about 7 paired seeds would show a gap this size" in text
+    text = verdict([_row("searched", "searched", [0.90]), _row("standard", "baseline", [0.88])])
+    assert "seed noise is unknown" in text
+
+
+def test_verdict_compares_only_the_seeds_both_sides_ran():
+    # seeds 1 and 2 are shared: differences 0.02 and 0.02 (sd 0: an exact gap); seeds 0 and 3 are left out
+    rows = [
+        _row("searched", "searched", [0.5, 0.90, 0.91], seeds=(0, 1, 2)),
+        _row("standard", "baseline", [0.88, 0.89, 0.99], seeds=(1, 2, 3)),
+    ]
+    assert "paired over 2 seeds +2.00, 95% interval [+2.00, +2.00]" in verdict(rows)
