@@ -10,6 +10,7 @@ from pathlib import Path
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # before anything imports albumentations
 
 from augsearch.errors import UserError
+from augsearch.secrets import storage_option
 
 
 class _Parser(argparse.ArgumentParser):
@@ -256,6 +257,8 @@ def _spaces(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(args, "storage"):  # --storage, else $AUGSEARCH_STORAGE (how `run` hands it to its workers)
+        args.storage = storage_option(args.storage)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress lines say what each trial did

@@ -28,6 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from augsearch.attributes import FAIL_REASON, REQUEUED_FROM, WARM_START
 from augsearch.errors import UserError
+from augsearch.secrets import redact, redact_text
 
 
 def default_storage(study_dir: Path) -> str:
@@ -125,7 +126,8 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             if racing and attempt < 3:  # another process is creating the same tables right now
                 time.sleep(0.5 * (attempt + 1))
                 continue
-            raise UserError(f"cannot open storage {url}: {str(error).splitlines()[0]}") from None
+            why = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise UserError(redact_text(f"cannot open storage {redact(url)}: {why}", url)) from None
     raise AssertionError("unreachable")
 
 
@@ -200,7 +202,7 @@ def load_stored_study(name: str, studies_dir: Path, storage: str | None) -> optu
     try:
         return optuna.load_study(study_name=name, storage=open_storage(storage))
     except KeyError:
-        raise UserError(f"no study named '{name}' in {storage}") from None
+        raise UserError(f"no study named '{name}' in {redact(storage)}") from None
 
 
 def heartbeats(study: optuna.Study) -> bool:

@@ -28,6 +28,7 @@ from optuna.trial import FrozenTrial
 from augsearch.attributes import FAIL_REASON, PRUNED_REASON
 from augsearch.errors import UserError
 from augsearch.runtime import cpu_share, visible_gpus, worker_environments
+from augsearch.secrets import STORAGE_ENV
 from augsearch.storage import load_stored_study, study_storage_url
 from augsearch.study import make_objective, open_study
 from augsearch.trials import Interrupted, run_trials
@@ -117,7 +118,7 @@ class SpawnOptions:
 
 def worker_command(options: SpawnOptions) -> list[str]:
     command = [sys.executable, "-m", "augsearch", "worker", "--study", options.study]
-    command += ["--studies-dir", str(options.studies_dir), "--storage", options.storage]
+    command += ["--studies-dir", str(options.studies_dir)]  # the storage URL goes by environment
     command += ["--trials", str(options.trials), "--device", options.device]
     if options.timeout is not None:
         command += ["--timeout", str(options.timeout)]
@@ -150,6 +151,7 @@ def spawn_workers(options: SpawnOptions, say: Callable[[str], None] = print) -> 
     previous = {number: signal.signal(number, forward) for number in numbers} if in_main else {}
     try:
         for index, env in enumerate(environments):
+            env = env | {STORAGE_ENV: options.storage}  # not on the command line: `ps` shows it to all
             processes.append(subprocess.Popen(worker_command(options), env=env))
             say(f"started worker {index} (pid {processes[-1].pid})")
             if received:  # a signal came while starting: the new one must stop too
