@@ -31,6 +31,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from augsearch.attributes import FAIL_REASON, WORKER
+from augsearch.owner import give_up
 from augsearch.runtime import release_memory
 from augsearch.storage import beating, heartbeats, requeue, requeue_interrupted, set_waiting, stored_trial
 
@@ -154,6 +155,9 @@ def _run_one(
         except KeyboardInterrupt:  # outside the main thread, where no handler turns it into Interrupted
             _give_back(study, trial, "interrupted by SIGINT; re-queued")
             raise
+        except optuna.exceptions.UpdateFinishedTrialError:  # failed under this worker: give it up, go on
+            give_up(trial)
+            return stored_trial(study, trial)
         except Exception as error:
             trial.set_user_attr(FAIL_REASON, f"{type(error).__name__}: {str(error)[:300]}")
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)

@@ -27,6 +27,7 @@ from optuna.trial import FrozenTrial
 
 from augsearch.attributes import FAIL_REASON, PRUNED_REASON
 from augsearch.errors import UserError
+from augsearch.owner import refuse_sqlite_worker, release_study, share_study
 from augsearch.runtime import cpu_share, visible_gpus, worker_environments
 from augsearch.secrets import STORAGE_ENV
 from augsearch.storage import load_stored_study, study_storage_url
@@ -67,7 +68,9 @@ def work(options: WorkerOptions) -> int:
     the teacher from the study's checkpoint, else the cache in ``--studies-dir/teachers`` (trained there
     from the same seed if missing)."""
     url = study_storage_url(options.study, options.studies_dir, options.storage)
+    refuse_sqlite_worker(url)
     stored = load_stored_study(options.study, options.studies_dir, url)
+    share_study(options.study, url)  # a `run` of the study is refused while this worker lives (owner.py)
     target = options.trials if options.trials is not None else stored.user_attrs.get("target_trials")
     if target is None:
         raise UserError(f"study '{options.study}' records no target number of trials; pass --trials N")
@@ -82,7 +85,7 @@ def work(options: WorkerOptions) -> int:
     context = trial_context(workspace, teacher, options.studies_dir / options.study)
     name = os.environ.get("AUGSEARCH_WORKER_INDEX", str(os.getpid()))
     print(f"worker {name}: {workspace.runtime.describe()}; target {target} finished trials", flush=True)
-    return run_trials(
+    ran = run_trials(
         study,
         make_objective(context),
         int(target),
@@ -90,6 +93,8 @@ def work(options: WorkerOptions) -> int:
         callbacks=[_say_trial(name)],
         wait_for_others=True,
     )
+    release_study(options.study, url)
+    return ran
 
 
 def _say_trial(name: str) -> Callable[[optuna.Study, FrozenTrial], None]:
