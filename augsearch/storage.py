@@ -19,6 +19,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -223,7 +224,8 @@ def requeue_interrupted(study: optuna.Study, owned: bool = True) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
-        return sum(t.state == TrialState.FAIL for t in study.get_trials(deepcopy=False)) - before
+        failed = sum(t.state == TrialState.FAIL for t in study.get_trials(deepcopy=False)) - before
+        return failed + fail_unbeaten_trials(study)
     if not owned:
         return 0
     stale = [trial for trial in study.get_trials(deepcopy=False) if trial.state == TrialState.RUNNING]
@@ -235,6 +237,48 @@ def requeue_interrupted(study: optuna.Study, owned: bool = True) -> int:
             continue  # it finished after all
         requeue(study, trial)
     return len(stale)
+
+
+def fail_unbeaten_trials(study: optuna.Study) -> int:
+    """Fail and re-queue RUNNING trials that never recorded a heartbeat and started longer than the grace
+    period ago; returns how many. Optuna's ``fail_stale_trials`` looks only at trials with a heartbeat, so
+    a worker killed between taking a trial and its first heartbeat would leave it RUNNING for good, and
+    the other workers waiting for it forever. ``datetime_start`` is the taking worker's clock: clocks of
+    the machines must agree to well within the grace period (minutes), as NTP keeps them.
+    """
+    storage = getattr(_storage(study), "_backend", _storage(study))  # Optuna caches an RDBStorage
+    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    if interval is None:
+        return 0
+    grace = timedelta(seconds=getattr(storage, "grace_period", None) or 2 * interval)
+    now = datetime.now()
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    old = [t for t in running if t.datetime_start is not None and now - t.datetime_start > grace]
+    if not old:
+        return 0
+    beaten = _trials_with_heartbeat(storage, [_trial_id(t) for t in old])
+    count = 0
+    for trial in old:
+        if _trial_id(trial) in beaten:
+            continue  # Optuna's own stale check looks after it
+        try:
+            fail_left_running(study, trial, "orphaned: its worker died before its first heartbeat; re-queued")
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # it finished, or another worker failed it first (the row lock lets one through)
+        requeue(study, trial)
+        count += 1
+    return count
+
+
+def _trials_with_heartbeat(storage: optuna.storages.BaseStorage, ids: list[int]) -> set[int]:
+    """Which of the trials have a heartbeat row: Optuna has no public call that says so, only its table
+    ``trial_heartbeats`` (one row per trial, written by ``record_heartbeat``)."""
+    import sqlalchemy
+
+    query = sqlalchemy.text("SELECT trial_id FROM trial_heartbeats WHERE trial_id IN :ids")
+    query = query.bindparams(sqlalchemy.bindparam("ids", expanding=True))
+    with storage.engine.connect() as connection:
+        return {row[0] for row in connection.execute(query, {"ids": ids})}
 
 
 def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial | optuna.Trial) -> None:
