@@ -22,19 +22,13 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import os
-import sys
-import time
 from pathlib import Path
 from typing import Any
-
-import optuna
 
 from augsearch.errors import UserError
 from augsearch.secrets import redact_text
 
 _HELD: dict[str, Any] = {}  # lock key -> the open file or connection that holds it in this process
-_LAST_NOTE: dict[str, float] = {}  # what say_rate_limited said last, and when
 
 
 def _lock_file(url: str) -> Path | None:
@@ -145,23 +139,3 @@ def refuse_sqlite_worker(url: str) -> None:
             "SQLite is not safe for several workers; a study that workers join needs a journal file "
             "(run --workers K without --storage) or --storage postgresql://..."
         )
-
-
-def say_rate_limited(topic: str, message: str, every: float = 60.0) -> None:
-    """One line on stderr about ``topic``, at most once every ``every`` seconds (a failing heartbeat
-    fails once per interval: one line per minute says so without flooding the log)."""
-    now = time.monotonic()
-    if now - _LAST_NOTE.get(topic, -every) >= every:
-        _LAST_NOTE[topic] = now
-        print(f"note: {message}", file=sys.stderr, flush=True)
-
-
-def give_up(trial: optuna.Trial) -> None:
-    """Say that this worker gives up a trial that was finished under it (failed by a sweep, or by hand),
-    so that the loop goes on with the next one instead of failing on the trial's next write."""
-    print(
-        f"note: worker {os.getpid()}: trial {trial.number} was finished by another process while it "
-        f"ran; given up, going on with the next",
-        file=sys.stderr,
-        flush=True,
-    )

@@ -29,6 +29,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from augsearch.attributes import FAIL_REASON, REQUEUED_FROM, WARM_START
 from augsearch.errors import UserError
+from augsearch.journal import drop_damaged_records, say_dropped_records
+from augsearch.notes import say_heartbeat_failed
 from augsearch.secrets import redact, redact_text
 
 
@@ -177,6 +179,7 @@ def open_journal(path: Path) -> optuna.storages.BaseStorage:
         raise UserError(f"cannot open journal {path}: folder {path.parent} does not exist")
     if cut := repair_journal(path):
         print(f"note: {path}: cut a torn last record ({cut} bytes) left by a killed writer", file=sys.stderr)
+    say_dropped_records(path, *drop_damaged_records(path))  # damage mid-file (augsearch/journal.py)
     backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
     return JournalStorage(backend)
 
@@ -336,8 +339,10 @@ def beating(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
 
     def beat() -> None:
         while True:
-            with contextlib.suppress(Exception):  # one missed beat is what the grace period is for
+            try:
                 storage.record_heartbeat(_trial_id(trial))
+            except Exception as error:  # one missed beat is what the grace period is for; said, not hidden
+                say_heartbeat_failed(trial.number, error)
             if stop.wait(interval):
                 return
 

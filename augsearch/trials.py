@@ -31,7 +31,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from augsearch.attributes import FAIL_REASON, WORKER
-from augsearch.owner import give_up
+from augsearch.notes import give_up
 from augsearch.runtime import release_memory
 from augsearch.storage import beating, heartbeats, requeue, requeue_interrupted, set_waiting, stored_trial
 
