@@ -33,8 +33,15 @@ def _running_on(study: optuna.Study, pid: int) -> list[optuna.trial.FrozenTrial]
     ]
 
 
+def _slow_warm(raw: dict) -> None:
+    """Slow trials (caught mid-trial), the first two of them the warm starts."""
+    _slow(raw)
+    raw["fixed_searched"] = True
+    raw["study"] |= {"warm_starts": ["none", "standard"]}
+
+
 def _second_run_is_refused(tmp_path, storage: str | None) -> None:
-    smoke_variant(tmp_path, _slow)
+    smoke_variant(tmp_path, _slow_warm)
     args = (
         "--space",
         "space.yaml",
@@ -64,7 +71,7 @@ def _second_run_is_refused(tmp_path, storage: str | None) -> None:
     assert study.trials[alive.number].state == TrialState.COMPLETE  # the live worker kept its trial
     assert [t.number for t in study.trials if t.state == TrialState.FAIL] == []
     warm = [t.user_attrs["warm_start"] for t in study.trials if "warm_start" in t.user_attrs]
-    assert len(warm) == len(set(warm))  # each warm start enqueued once
+    assert sorted(warm) == ["none", "standard"]  # each warm start enqueued once, run once
 
 
 def test_a_second_run_of_a_journal_study_is_refused_and_the_live_worker_keeps_its_trial(tmp_path):
