@@ -246,8 +246,8 @@ def fail_unbeaten_trials(study: optuna.Study) -> int:
     """Fail and re-queue RUNNING trials that never recorded a heartbeat and started longer than the grace
     period ago; returns how many. Optuna's ``fail_stale_trials`` looks only at trials with a heartbeat, so
     a worker killed between taking a trial and its first heartbeat would leave it RUNNING for good, and
-    the other workers waiting for it forever. ``datetime_start`` is the taking worker's clock: clocks of
-    the machines must agree to well within the grace period (minutes), as NTP keeps them.
+    the other workers waiting for it forever. ``datetime_start`` is the taking worker's local clock (Optuna's
+    ``datetime.now()``): the machines' clocks and time zones must agree to well within the grace period.
     """
     storage = getattr(_storage(study), "_backend", _storage(study))  # Optuna caches an RDBStorage
     interval = getattr(storage, "get_heartbeat_interval", lambda: None)()

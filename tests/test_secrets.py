@@ -92,3 +92,12 @@ def test_a_worker_takes_the_url_from_the_environment(database, tmp_path):  # noq
     assert "no study named 'missing'" in result.stderr and not any(
         n in result.stderr + result.stdout for n in needles
     )
+
+
+def test_the_dashboard_error_for_a_missing_study_hides_the_password(database, tmp_path):  # noqa: F811
+    from augsearch.dashboard import DashboardOptions, make_server
+
+    with pytest.raises(UserError) as caught:
+        make_server(DashboardOptions("missing", tmp_path, database))
+    assert "no study named 'missing'" in str(caught.value)
+    assert not any(needle in str(caught.value) for needle in _needles(database))
