@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # before anything imports albumentations
 
 from augsearch.errors import UserError
+from augsearch.redaction import storage_option
 
 Options = TypeVar("Options")
 
@@ -249,6 +250,8 @@ def _spaces(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(args, "storage"):  # --storage, else $AUGSEARCH_STORAGE (how `run` hands it to its workers)
+        args.storage = storage_option(args.storage)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress lines say what each trial did

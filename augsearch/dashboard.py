@@ -23,6 +23,7 @@ import optuna_dashboard
 
 from augsearch.errors import UserError
 from augsearch.preview import artifact_store
+from augsearch.redaction import redact
 from augsearch.storage import open_storage, study_storage_url
 
 
@@ -61,7 +62,7 @@ def make_server(options: DashboardOptions) -> tuple[WSGIServer, str]:
     try:
         study_id = storage.get_study_id_from_name(options.study)
     except KeyError:
-        raise UserError(f"no study named '{options.study}' in {url}") from None
+        raise UserError(f"no study named '{options.study}' in {redact(url)}") from None
     app = optuna_dashboard.wsgi(
         storage, artifact_store=artifact_store(options.studies_dir / options.study / "artifacts")
     )

@@ -29,6 +29,7 @@ from augsearch.bounded import parse_json, read_bounded
 from augsearch.errors import UserError
 from augsearch.mixing import NO_MIXING, MixSettings
 from augsearch.policy import KDSettings, Policy, build_transform, trial_policy
+from augsearch.redaction import redact
 from augsearch.storage import load_stored_study, study_storage_url
 from augsearch.validate import check_policy_document
 
@@ -151,7 +152,7 @@ def export_best(study: optuna.Study, storage: str, output: Path) -> dict[str, An
     attrs = study.user_attrs
     provenance = {
         "study": study.study_name,
-        "storage": storage,
+        "storage": redact(storage),  # the file is for sharing: no password (augsearch/redaction.py)
         "trial": best.number,
         "validation_accuracy": best.value,
     }

@@ -23,6 +23,7 @@ from augsearch.bounded import parse_json, read_bounded
 from augsearch.data import load_dataset, validation_split
 from augsearch.errors import UserError
 from augsearch.export import export_best, load_policy
+from augsearch.owner import own_study, release_study, share_study
 from augsearch.policy import build_transform, trial_policy
 from augsearch.preview import GridSpec, grid_size, preview_images, render_grid
 from augsearch.retrain import candidates, load_runs, retrain_all
@@ -130,12 +131,14 @@ def run(options: RunOptions) -> tuple[str, Path]:
     if options.storage is None:
         study_dir.mkdir(parents=True, exist_ok=True)
     teacher_sha256 = checkpoint_sha256(space, options.teacher_checkpoint)
+    own_study(name, storage)  # one `run` at a time: the sweep and the warm starts (augsearch/owner.py)
     study = open_study(name, storage, space, data.name, seed, teacher_sha256=teacher_sha256)
     enqueue_warm_starts(study, space, data.channels)  # the space's baselines first, once per study
     # `run` owns the study: before its workers start, a RUNNING trial is a dead process's (a server's
     # dead trials are told by their heartbeats instead, so live workers elsewhere are safe).
     if stale := requeue_interrupted(study, owned=True):
         tqdm.write(f"re-queued {stale} trial(s) left running by an interrupted run")
+    share_study(name, storage)  # held shared, as each worker holds it, until the search ends
     study_dir.mkdir(parents=True, exist_ok=True)
 
     shape = tuple(data.x_train.shape)
@@ -171,6 +174,7 @@ def run(options: RunOptions) -> tuple[str, Path]:
             f"study '{name}' has no completed trial yet; run again with more --trials or --timeout"
         )
 
+    release_study(name, storage)
     export_best(study, storage, study_dir / "best_policy.json")
     if options.retrain:
         runs = candidates(study, workspace, 1, space.baselines.names)

@@ -19,6 +19,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from augsearch.attributes import FAIL_REASON, REQUEUED_FROM, WARM_START
 from augsearch.errors import UserError
+from augsearch.journal import drop_damaged_records, say_dropped_records
+from augsearch.notes import say_heartbeat_failed
+from augsearch.redaction import redact, redact_text
 
 
 def default_storage(study_dir: Path) -> str:
@@ -77,7 +81,7 @@ def heartbeat_settings() -> tuple[int, int]:
     return values[0], values[1]
 
 
-def _server_url(url: str) -> str:
+def server_url(url: str) -> str:
     """``postgresql://`` means psycopg2 to SQLAlchemy; with only psycopg 3 installed, ask for that one."""
     scheme, rest = url.split("://", 1)
     plain = scheme in ("postgresql", "postgres") and importlib.util.find_spec("psycopg2") is None
@@ -114,7 +118,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         interval, grace = heartbeat_settings()
         options = {"engine_kwargs": {"pool_pre_ping": True}, "heartbeat_interval": interval}
         options |= {"grace_period": grace, **_retry_callback()}
-        url = _server_url(url)
+        url = server_url(url)
     for attempt in range(4):
         try:
             with warnings.catch_warnings():
@@ -125,7 +129,8 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             if racing and attempt < 3:  # another process is creating the same tables right now
                 time.sleep(0.5 * (attempt + 1))
                 continue
-            raise UserError(f"cannot open storage {url}: {str(error).splitlines()[0]}") from None
+            why = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise UserError(redact_text(f"cannot open storage {redact(url)}: {why}", url)) from None
     raise AssertionError("unreachable")
 
 
@@ -174,6 +179,7 @@ def open_journal(path: Path) -> optuna.storages.BaseStorage:
         raise UserError(f"cannot open journal {path}: folder {path.parent} does not exist")
     if cut := repair_journal(path):
         print(f"note: {path}: cut a torn last record ({cut} bytes) left by a killed writer", file=sys.stderr)
+    say_dropped_records(path, *drop_damaged_records(path))  # damage mid-file (augsearch/journal.py)
     backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
     return JournalStorage(backend)
 
@@ -200,7 +206,7 @@ def load_stored_study(name: str, studies_dir: Path, storage: str | None) -> optu
     try:
         return optuna.load_study(study_name=name, storage=open_storage(storage))
     except KeyError:
-        raise UserError(f"no study named '{name}' in {storage}") from None
+        raise UserError(f"no study named '{name}' in {redact(storage)}") from None
 
 
 def heartbeats(study: optuna.Study) -> bool:
@@ -221,7 +227,8 @@ def requeue_interrupted(study: optuna.Study, owned: bool = True) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
-        return sum(t.state == TrialState.FAIL for t in study.get_trials(deepcopy=False)) - before
+        failed = sum(t.state == TrialState.FAIL for t in study.get_trials(deepcopy=False)) - before
+        return failed + fail_unbeaten_trials(study)
     if not owned:
         return 0
     stale = [trial for trial in study.get_trials(deepcopy=False) if trial.state == TrialState.RUNNING]
@@ -233,6 +240,48 @@ def requeue_interrupted(study: optuna.Study, owned: bool = True) -> int:
             continue  # it finished after all
         requeue(study, trial)
     return len(stale)
+
+
+def fail_unbeaten_trials(study: optuna.Study) -> int:
+    """Fail and re-queue RUNNING trials that never recorded a heartbeat and started longer than the grace
+    period ago; returns how many. Optuna's ``fail_stale_trials`` looks only at trials with a heartbeat, so
+    a worker killed between taking a trial and its first heartbeat would leave it RUNNING for good, and
+    the other workers waiting for it forever. ``datetime_start`` is the taking worker's local clock (Optuna's
+    ``datetime.now()``): the machines' clocks and time zones must agree to well within the grace period.
+    """
+    storage = getattr(_storage(study), "_backend", _storage(study))  # Optuna caches an RDBStorage
+    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    if interval is None:
+        return 0
+    grace = timedelta(seconds=getattr(storage, "grace_period", None) or 2 * interval)
+    now = datetime.now()
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    old = [t for t in running if t.datetime_start is not None and now - t.datetime_start > grace]
+    if not old:
+        return 0
+    beaten = _trials_with_heartbeat(storage, [_trial_id(t) for t in old])
+    count = 0
+    for trial in old:
+        if _trial_id(trial) in beaten:
+            continue  # Optuna's own stale check looks after it
+        try:
+            fail_left_running(study, trial, "orphaned: its worker died before its first heartbeat; re-queued")
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # it finished, or another worker failed it first (the row lock lets one through)
+        requeue(study, trial)
+        count += 1
+    return count
+
+
+def _trials_with_heartbeat(storage: optuna.storages.BaseStorage, ids: list[int]) -> set[int]:
+    """Which of the trials have a heartbeat row: Optuna has no public call that says so, only its table
+    ``trial_heartbeats`` (one row per trial, written by ``record_heartbeat``)."""
+    import sqlalchemy
+
+    query = sqlalchemy.text("SELECT trial_id FROM trial_heartbeats WHERE trial_id IN :ids")
+    query = query.bindparams(sqlalchemy.bindparam("ids", expanding=True))
+    with storage.engine.connect() as connection:
+        return {row[0] for row in connection.execute(query, {"ids": ids})}
 
 
 def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial | optuna.Trial) -> None:
@@ -290,8 +339,10 @@ def beating(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
 
     def beat() -> None:
         while True:
-            with contextlib.suppress(Exception):  # one missed beat is what the grace period is for
+            try:
                 storage.record_heartbeat(_trial_id(trial))
+            except Exception as error:  # one missed beat is what the grace period is for; said, not hidden
+                say_heartbeat_failed(trial.number, error)
             if stop.wait(interval):
                 return
 

@@ -31,6 +31,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from augsearch.attributes import FAIL_REASON, WORKER
+from augsearch.notes import give_up
 from augsearch.runtime import release_memory
 from augsearch.storage import beating, heartbeats, requeue, requeue_interrupted, set_waiting, stored_trial
 
@@ -107,6 +108,23 @@ def _ask(study: optuna.Study) -> optuna.Trial:
         return study.ask()
 
 
+def _ask_signals_deferred(study: optuna.Study) -> optuna.Trial:
+    """Take a trial with SIGINT and SIGTERM held until the storage has it and this process knows it.
+
+    A signal raised inside ``study.ask`` after the storage made a trial RUNNING, but before ``ask``
+    returned it, would leave that trial RUNNING for good (nobody knows its id to give it back). Held
+    here and acted on after: the trial goes back to the queue as it was (nothing ran), then
+    :class:`Interrupted` is raised as the signal would have.
+    """
+    pending: list[int] = []
+    with _signals_to(lambda signum, frame: pending.append(signum)):
+        trial = _ask(study)
+    if pending:
+        _step_back(study, trial)
+        raise Interrupted(pending[0])
+    return trial
+
+
 def _give_back(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
     """Fail an interrupted trial with the reason, and queue its parameters to be run again.
 
@@ -154,6 +172,9 @@ def _run_one(
         except KeyboardInterrupt:  # outside the main thread, where no handler turns it into Interrupted
             _give_back(study, trial, "interrupted by SIGINT; re-queued")
             raise
+        except optuna.exceptions.UpdateFinishedTrialError:  # failed under this worker: give it up, go on
+            give_up(trial)
+            return stored_trial(study, trial)
         except Exception as error:
             trial.set_user_attr(FAIL_REASON, f"{type(error).__name__}: {str(error)[:300]}")
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
@@ -203,7 +224,7 @@ def run_trials(
                     time.sleep(POLL_SECONDS)
                     continue
                 break
-            trial = _ask(study)
+            trial = _ask_signals_deferred(study)
             try:
                 ledger = Ledger.of(study)
             except KeyboardInterrupt:

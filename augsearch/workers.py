@@ -27,6 +27,8 @@ from optuna.trial import FrozenTrial
 
 from augsearch.attributes import FAIL_REASON, PRUNED_REASON
 from augsearch.errors import UserError
+from augsearch.owner import refuse_sqlite_worker, release_study, share_study
+from augsearch.redaction import STORAGE_ENV
 from augsearch.runtime import cpu_share, visible_gpus, worker_environments
 from augsearch.storage import load_stored_study, study_storage_url
 from augsearch.study import make_objective, open_study
@@ -67,7 +69,9 @@ def work(options: WorkerOptions) -> int:
     the teacher from the study's checkpoint, else the cache in ``--studies-dir/teachers`` (trained there
     from the same seed if missing)."""
     url = study_storage_url(options.study, options.studies_dir, options.storage)
+    refuse_sqlite_worker(url)
     stored = load_stored_study(options.study, options.studies_dir, url)
+    share_study(options.study, url)  # a `run` of the study is refused while this worker lives (owner.py)
     target = options.trials if options.trials is not None else stored.user_attrs.get("target_trials")
     if target is None:
         raise UserError(f"study '{options.study}' records no target number of trials; pass --trials N")
@@ -85,7 +89,7 @@ def work(options: WorkerOptions) -> int:
     context = trial_context(workspace, teacher, options.studies_dir / options.study)
     name = os.environ.get("AUGSEARCH_WORKER_INDEX", str(os.getpid()))
     print(f"worker {name}: {workspace.runtime.describe()}; target {target} finished trials", flush=True)
-    return run_trials(
+    ran = run_trials(
         study,
         make_objective(context),
         int(target),
@@ -93,6 +97,8 @@ def work(options: WorkerOptions) -> int:
         callbacks=[_say_trial(name)],
         wait_for_others=True,
     )
+    release_study(options.study, url)
+    return ran
 
 
 def _say_trial(name: str) -> Callable[[optuna.Study, FrozenTrial], None]:
@@ -121,7 +127,7 @@ class SpawnOptions:
 
 def worker_command(options: SpawnOptions) -> list[str]:
     command = [sys.executable, "-m", "augsearch", "worker", "--study", options.study]
-    command += ["--studies-dir", str(options.studies_dir), "--storage", options.storage]
+    command += ["--studies-dir", str(options.studies_dir)]  # the storage URL goes by environment
     command += ["--trials", str(options.trials), "--device", options.device]
     if options.timeout is not None:
         command += ["--timeout", str(options.timeout)]
@@ -154,6 +160,7 @@ def spawn_workers(options: SpawnOptions, say: Callable[[str], None] = print) -> 
     previous = {number: signal.signal(number, forward) for number in numbers} if in_main else {}
     try:
         for index, env in enumerate(environments):
+            env = env | {STORAGE_ENV: options.storage}  # not on the command line: `ps` shows it to all
             processes.append(subprocess.Popen(worker_command(options), env=env))
             say(f"started worker {index} (pid {processes[-1].pid})")
             if received:  # a signal came while starting: the new one must stop too
