@@ -63,7 +63,8 @@ def _second_run_is_refused(tmp_path, storage: str | None) -> None:
     assert second.returncode == 2, second.stderr[-2000:]
     lines = second.stderr.strip().splitlines()
     assert len(lines) == 1 and "study 'smoke'" in lines[0] and "augsearch worker" in lines[0], lines
-    assert _study(tmp_path, storage).trials[alive.number].state == TrialState.RUNNING  # not swept
+    # not swept: a sweep would have failed it; on a loaded machine it may have finished meanwhile
+    assert _study(tmp_path, storage).trials[alive.number].state in (TrialState.RUNNING, TrialState.COMPLETE)
 
     assert first.finish(300) == 0, "".join(first.lines)[-3000:]
     study = _study(tmp_path, storage)
