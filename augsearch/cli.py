@@ -190,16 +190,16 @@ def _retrain(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from augsearch.pipeline import report_only
+    from augsearch.pipeline import ReportOptions, report_only
 
-    print(report_only(args.study, args.studies_dir, args.storage, args.data_dir))
+    print(report_only(_options(ReportOptions, args)))
     print(f"report in {args.studies_dir / args.study}/report.md")
 
 
 def _export(args: argparse.Namespace) -> None:
-    from augsearch.export import export_study
+    from augsearch.export import ExportOptions, export_study
 
-    document = export_study(args.study, args.studies_dir, args.storage, args.output)
+    document = export_study(_options(ExportOptions, args))
     print(
         f"wrote {args.output} (trial {document['provenance']['trial']}, "
         f"validation accuracy {document['provenance']['validation_accuracy']:.4f})"

@@ -162,7 +162,18 @@ def export_best(study: optuna.Study, storage: str, output: Path) -> dict[str, An
     return write_policy(output, trial_policy(best), provenance)
 
 
-def export_study(study_name: str, studies_dir: Path, storage: str | None, output: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ExportOptions:
+    """``augsearch export``: which stored study, and the policy file to write."""
+
+    study: str
+    output: Path
+    studies_dir: Path = Path("studies")
+    storage: str | None = None
+
+
+def export_study(options: ExportOptions) -> dict[str, Any]:
     """``augsearch export``: the best policy of a stored study."""
-    study = load_stored_study(study_name, studies_dir, storage)  # the SQLite or the journal file it has
-    return export_best(study, study_storage_url(study_name, studies_dir, storage), output)
+    study = load_stored_study(options.study, options.studies_dir, options.storage)  # its SQLite or journal
+    url = study_storage_url(options.study, options.studies_dir, options.storage)
+    return export_best(study, url, options.output)

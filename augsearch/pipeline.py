@@ -200,11 +200,21 @@ def retrain(options: RetrainOptions) -> str:
     return _report(study, workspace, study_dir)
 
 
-def report_only(study_name: str, studies_dir: Path, storage: str | None, data_dir: Path | None) -> str:
+@dataclass(frozen=True)
+class ReportOptions:
+    """``augsearch report``: which stored study, where its data is."""
+
+    study: str
+    studies_dir: Path = Path("studies")
+    storage: str | None = None
+    data_dir: Path | None = None
+
+
+def report_only(options: ReportOptions) -> str:
     """Rewrite the report of a stored study from its trials and finished retrain runs."""
-    study = load_stored_study(study_name, studies_dir, storage)
-    workspace = workspace_of(study, data_dir, "cpu")
-    return _report(study, workspace, studies_dir / study_name)
+    study = load_stored_study(options.study, options.studies_dir, options.storage)
+    workspace = workspace_of(study, options.data_dir, "cpu")
+    return _report(study, workspace, options.studies_dir / options.study)
 
 
 def _report(study: optuna.Study, workspace: Workspace, study_dir: Path) -> str:

@@ -12,7 +12,7 @@ from PIL import Image
 
 from augsearch.data import load_dataset, validation_split
 from augsearch.errors import UserError
-from augsearch.export import export_study
+from augsearch.export import ExportOptions, export_study
 from augsearch.loader import Normaliser
 from augsearch.models import build_model
 from augsearch.pipeline import PreviewOptions, write_preview
@@ -150,7 +150,7 @@ def test_preview_of_a_trial_and_of_a_file_matches_the_artifact(tiny_study, tmp_p
 
 def test_preview_command_writes_the_grid_and_refuses_bad_input(tiny_study, tmp_path):
     studies, study, *_ = tiny_study
-    export_study("tiny", studies, None, tmp_path / "best.json")
+    export_study(ExportOptions("tiny", tmp_path / "best.json", studies))
     shown = run_cli("preview", "best.json", "-o", "grid.png", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     best = optuna.artifacts.get_all_artifact_meta(study.best_trial, storage=study._storage)[0]

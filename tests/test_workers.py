@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 
 from augsearch.dashboard import DashboardOptions, make_server
 from augsearch.errors import UserError
-from augsearch.export import export_study
+from augsearch.export import ExportOptions, export_study
 from augsearch.pipeline import RunOptions, run
 from augsearch.runtime import resolve, visible_gpus, worker_environments
 from augsearch.space import load_space
@@ -113,7 +113,7 @@ def test_run_with_workers_then_a_worker_joins(tmp_path):
     again = load_stored_study("smoke", tmp_path / "out", None)
     assert_clean_ledger(again, 5)
     assert {t.number: t.value for t in again.trials[:4]} == before
-    document = export_study("smoke", tmp_path / "out", None, tmp_path / "p.json")
+    document = export_study(ExportOptions("smoke", tmp_path / "p.json", tmp_path / "out"))
     assert document["provenance"]["trial"] == again.best_trial.number
     with pytest.raises(UserError, match="no study database at"):
         work(WorkerOptions(study="nope", studies_dir=tmp_path / "out"))
