@@ -63,7 +63,7 @@ from augsearch.distill import (
     teacher_logits,
     train_student,
 )
-from augsearch.loader import Normaliser, augment, make_loader
+from augsearch.loader import Batch, Normaliser, augment, make_loader
 from augsearch.models import build_model
 from augsearch.ops import make_op, op_names
 from augsearch.policy import KDSettings, sample_policy
@@ -206,14 +206,14 @@ class _Timed:
     def __len__(self) -> int:
         return len(self.loader)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for images, labels in self.loader:
+    def __iter__(self) -> Iterator[Batch]:
+        for batch in self.loader:
             self.seen += 1
             if self.seen == self.warmup + 1:
                 self.start = time.perf_counter()
             if self.seen > self.warmup:
-                self.images += len(labels)
-            yield images, labels
+                self.images += len(batch.labels)
+            yield batch
 
 
 def _optuna_seconds_per_trial(space: Space, channels: int, seed: int) -> float:

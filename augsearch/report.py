@@ -40,6 +40,7 @@ class Row:
     seconds: float  # mean training wall time of one run
     images_per_second: float
     seeds: tuple[int, ...]
+    teacher_saved: float | None = None  # share of teacher passes reused from clean images; None: no teacher
 
 
 def trial_counts(study: optuna.Study) -> dict[str, int]:
@@ -76,9 +77,17 @@ def summarise(runs: list[dict[str, Any]]) -> list[Row]:
                 seconds=float(np.mean([run["train_seconds"] for run in members])),
                 images_per_second=float(np.mean([run["images_per_second"] for run in members])),
                 seeds=tuple(sorted(run["seed"] for run in members)),
+                teacher_saved=_saved_share(members),
             )
         )
     return sorted(rows, key=lambda row: (row.kind != "searched", row.trial if row.trial is not None else 0))
+
+
+def _saved_share(runs: list[dict[str, Any]]) -> float | None:
+    """The share of teacher passes saved over ``runs`` (augsearch/reuse.py); None when the teacher never
+    ran in them, or they were recorded before the count existed."""
+    passes = sum(run.get("teacher_passes", 0) for run in runs)
+    return sum(run.get("teacher_passes_saved", 0) for run in runs) / passes if passes else None
 
 
 def verdict(rows: list[Row]) -> str:
@@ -153,7 +162,10 @@ def search_cost(study: optuna.Study) -> dict[str, Any]:
 
 
 def table(rows: list[Row], teacher: dict[str, Any] | None) -> str:
-    lines = [f"{'policy':<30} {'KD':<23} {'test acc':>16} {'n':>2} {'epochs':>6} {'train s':>8} {'img/s':>7}"]
+    lines = [
+        f"{'policy':<30} {'KD':<23} {'test acc':>16} {'n':>2} {'epochs':>6} {'train s':>8} {'img/s':>7}"
+        f" {'teacher passes saved':>20}"
+    ]
     if teacher:
         name = f"teacher {teacher.get('model')}"
         lines.append(f"{name:<30} {'(ceiling)':<23} {teacher['test_accuracy']:>16.4f}")
@@ -161,9 +173,13 @@ def table(rows: list[Row], teacher: dict[str, Any] | None) -> str:
         accuracy = f"{row.mean:.4f} ± {row.std:.4f}" if row.n > 1 else f"{row.mean:.4f}"
         lines.append(
             f"{row.name:<30} {row.kd:<23} {accuracy:>16} {row.n:>2} {row.epochs:>6} "
-            f"{row.seconds:>8.0f} {row.images_per_second:>7.0f}"
+            f"{row.seconds:>8.0f} {row.images_per_second:>7.0f} {_percent(row.teacher_saved):>20}"
         )
     return "\n".join(lines)
+
+
+def _percent(share: float | None) -> str:
+    return "-" if share is None else f"{share:.0%}"
 
 
 def trials_csv(study: optuna.Study) -> str:
