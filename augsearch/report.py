@@ -22,7 +22,7 @@ import numpy as np
 import optuna
 
 from augsearch import files
-from augsearch.attributes import POLICY, PROXY_STDDEV
+from augsearch.attributes import POLICY, PROXY_STDDEV, TEACHER_PASSES, TEACHER_PASSES_SAVED
 
 
 @dataclass(frozen=True)
@@ -152,13 +152,21 @@ def proxy_fidelity(study: optuna.Study, rows: list[Row]) -> float | None:
 
 
 def search_cost(study: optuna.Study) -> dict[str, Any]:
-    """Wall time of all trials as Optuna recorded them (start to completion), and the device used."""
+    """Wall time of all trials as Optuna recorded them (start to completion), the device used, and the
+    share of the teacher's passes the reuse saved over the trials that record it (None: none do)."""
+    trials = study.get_trials(deepcopy=False)
     seconds = sum(
         (trial.datetime_complete - trial.datetime_start).total_seconds()
-        for trial in study.get_trials(deepcopy=False)
+        for trial in trials
         if trial.datetime_complete and trial.datetime_start
     )
-    return {"seconds": round(seconds, 1), "device": study.user_attrs.get("device", "unknown")}
+    passes = sum(trial.user_attrs.get(TEACHER_PASSES, 0) for trial in trials)
+    saved = sum(trial.user_attrs.get(TEACHER_PASSES_SAVED, 0) for trial in trials)
+    return {
+        "seconds": round(seconds, 1),
+        "device": study.user_attrs.get("device", "unknown"),
+        "teacher_saved": saved / passes if passes else None,
+    }
 
 
 def table(rows: list[Row], teacher: dict[str, Any] | None) -> str:
@@ -245,6 +253,8 @@ def write(
     cost_line = f"search: {cost['seconds']:.0f}s of trials on {cost['device']}"
     if ratio:
         cost_line += f"; one final retrain: {searched_row.seconds:.0f}s (search = {ratio:.1f}x a retrain)"
+    if cost["teacher_saved"] is not None:
+        cost_line += f"; teacher passes saved in the trials: {_percent(cost['teacher_saved'])}"
     fidelity_line = "proxy fidelity: " + (
         f"Spearman {fidelity:+.2f} between trial validation and retrained test accuracy"
         if fidelity is not None

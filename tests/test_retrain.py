@@ -35,6 +35,9 @@ def test_retrain_two_seeds_two_baselines_writes_the_report(searched):
     assert columns <= set(rows[0])
     assert all(row["n"] == "2" and row["seeds"] == "0 1" for row in rows)
     assert "searched policy vs best baseline" in result.stdout and "search = " in result.stdout
+    header = next(line for line in result.stdout.splitlines() if line.startswith("policy "))
+    assert header.endswith("teacher passes saved")  # the report's column
+    assert "teacher passes saved in the trials: " in result.stdout
     with open(study_dir / "trials.csv") as handle:
         trials = list(csv.DictReader(handle))
     assert len(trials) == 3 and "params_op0" in trials[0] and "user_attrs_policy" in trials[0]
@@ -52,6 +55,8 @@ def test_retrain_two_seeds_two_baselines_writes_the_report(searched):
         seeds.setdefault(run["name"], set()).add(run["seed"])
     assert all(found == {0, 1} for found in seeds.values())
     assert [r["kd"] for r in runs if r["name"] == "student-alone"] == [None, None]
+    assert all(r["teacher_passes"] == 0 for r in runs if r["name"] == "student-alone")
+    assert all(0 <= r["teacher_passes_saved"] <= r["teacher_passes"] > 0 for r in runs if r["kd"])
 
     # Asking again redoes nothing: every run is found finished and left as it was.
     stamps = {path.name: path.stat().st_mtime_ns for path in (study_dir / "retrain").glob("*.json")}
