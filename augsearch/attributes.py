@@ -15,4 +15,6 @@ FAIL_REASON = "fail_reason"
 PRUNED_REASON = "pruned_reason"
 WALL_SECONDS = "wall_seconds"
 IMAGES_PER_SECOND = "images_per_second"
+TEACHER_PASSES = "teacher_passes"  # images the teacher's outputs were needed for in the trial's training
+TEACHER_PASSES_SAVED = "teacher_passes_saved"  # of those, outputs reused from clean images (reuse.py)
 WORKER = "worker"  # host:pid of the process that ran it

@@ -9,7 +9,10 @@ batch size, a representative policy) it measures, each after a warm-up that is n
     through the plain ``Compose`` called per image (the same images, byte for byte);
 (b) the student's training step alone, on batches already normalised on the device;
 (c) the teacher's inference alone;
-(d) the full KD trial step: loader + teacher + student, through :func:`augsearch.distill.train_student`;
+(d) the full KD trial step: loader + teacher + student, through :func:`augsearch.distill.train_student`,
+    as the runtime does it (the teacher's outputs on unchanged images reused, :mod:`augsearch.reuse`,
+    from clean outputs kept before the clock starts, as a study's later trials find them), with the
+    share of the teacher's passes the reuse saved; the same without the reuse; and with policy ``none``;
 (e) a naive loop in the style of a first KD script: each image augmented in the training loop in the
     main process by calling the plain ``Compose`` (``transform(image=...)``, not the loader's compiled
     path) and made a CHW float tensor as torchvision's ``ToTensor`` does, the batch stacked from them
@@ -46,6 +49,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -65,11 +69,12 @@ from augsearch.distill import (
     teacher_logits,
     train_student,
 )
-from augsearch.loader import Normaliser, augment, make_loader
+from augsearch.loader import Batch, Normaliser, augment, make_loader
 from augsearch.models import build_model
 from augsearch.ops import make_erasing, make_op
 from augsearch.policy import KDSettings, op_choices, randaugment_block, trivial_block
 from augsearch.proxy import proxy_images, teacher_stddev
+from augsearch.reuse import CleanOutputs
 from augsearch.runtime import Runtime, resolve, seed_everything
 from augsearch.settings import Space, TrainSettings
 from augsearch.space import load_space
@@ -219,14 +224,47 @@ class _Timed:
     def __len__(self) -> int:
         return len(self.loader)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for images, labels in self.loader:
+    def __iter__(self) -> Iterator[Batch]:
+        for batch in self.loader:
             self.seen += 1
             if self.seen == self.warmup + 1:
                 self.start = time.perf_counter()
             if self.seen > self.warmup:
-                self.images += len(labels)
-            yield images, labels
+                self.images += len(batch.labels)
+            yield batch
+
+
+class _TrialStep:
+    """(d): ``train_student`` over the trial's loader, timed after a warm-up, for one policy.
+
+    With the reuse on, the teacher's clean outputs on the trial subset are computed before the clock
+    starts, as a study's first trial leaves them for every later one (augsearch/reuse.py): the figure
+    is a study's steady state, and the share saved is the share of the teacher's passes it skipped.
+    """
+
+    def __init__(self, space, shape, x, y, settings, normalise, teacher, kd, seed) -> None:
+        self.space, self.shape, self.x, self.y, self.settings = space, shape, x, y, settings
+        self.normalise, self.teacher, self.kd, self.seed = normalise, teacher, kd, seed
+        self.student: torch.nn.Module | None = None
+
+    def rate(self, transform, reuse: bool) -> tuple[float, float | None, float | None]:
+        """Images per second, the share of teacher passes saved, and the GPU's mean utilisation."""
+        runtime = self.normalise.runtime
+        clean = None
+        if reuse:
+            clean = CleanOutputs(("bench",), len(self.x))
+            run = partial(teacher_logits, self.teacher, runtime=runtime)
+            clean.fill(self.x, self.normalise, self.settings.batch_size, run)
+        seed_everything(self.seed)
+        self.student = build_model(self.space.student, **self.shape)
+        loader = make_loader(self.x, self.y, transform, self.settings.batch_size, runtime, self.seed)
+        timed = _Timed(loader, WARMUP_BATCHES)
+        with GpuUtilisation(runtime.device) as gpu:
+            result = train_student(
+                self.student, timed, self.settings, self.normalise, self.teacher, self.kd, clean=clean
+            )
+            _sync(runtime)
+        return timed.images / (time.perf_counter() - timed.start), result.teacher_saved_share, gpu.mean
 
 
 def _optuna_seconds_per_trial(context: TrialContext) -> float:
@@ -362,16 +400,16 @@ def bench(
     bound = 1 / (1 / figures["student_step_img_s"] + 1 / figures["teacher_img_s"])
     figures["compute_bound_img_s"] = bound
 
-    say("(d) full KD trial step (train_student)")
+    say("(d) full KD trial step (train_student), with and without the teacher's reuse")
     per_epoch = len(x_sub) // batch_size * batch_size
     epochs = max(2, math.ceil((seconds * bound + (WARMUP_BATCHES + 1) * batch_size) / max(1, per_epoch)))
-    seed_everything(seed)
-    student = build_model(space.student, **shape)
-    timed = _Timed(make_loader(x_sub, y_sub, transform, batch_size, runtime, seed), WARMUP_BATCHES)
-    with GpuUtilisation(runtime.device) as gpu:
-        train_student(student, timed, replace(settings, epochs=epochs), normalise, teacher, kd)
-        _sync(runtime)
-    figures["trial_step_img_s"] = timed.images / (time.perf_counter() - timed.start)
+    trial = _TrialStep(
+        space, shape, x_sub, y_sub, replace(settings, epochs=epochs), normalise, teacher, kd, seed
+    )
+    figures["trial_step_img_s"], saved, gpu = trial.rate(transform, runtime.teacher_reuse)
+    figures["teacher_saved_share"] = saved
+    figures["trial_step_no_reuse_img_s"] = trial.rate(transform, reuse=False)[0]
+    figures["trial_step_none_img_s"], figures["teacher_saved_share_none"], _ = trial.rate(None, reuse=True)
     figures["efficiency"] = figures["trial_step_img_s"] / bound
     if runtime.device.type == "cpu":  # augmentation and the models share the same cores
         core_seconds = figures["cores"] / bound + max(1, runtime.loader_workers) / figures["augment_img_s"]
@@ -380,8 +418,7 @@ def bench(
     else:  # the GPU computes while the cores augment: the slower of the two bounds the step
         figures["pipeline_bound_img_s"] = min(figures["augment_img_s"], bound)
         figures["pipeline_efficiency"] = figures["trial_step_img_s"] / figures["pipeline_bound_img_s"]
-        figures["gpu_utilisation_percent"] = gpu.mean
-    del timed
+        figures["gpu_utilisation_percent"] = gpu
     workers_rss = _peak_rss_mb()  # the workers have ended: their high-water mark is in
 
     say("(e) naive loop: per-image augmentation in the main process, teacher with autograd on")
@@ -398,7 +435,7 @@ def bench(
         teacher_stddev(teacher, images, transform, normalise, group)
     figures["proxy_seconds"] = time.perf_counter() - start
     start = time.perf_counter()
-    evaluate(student, data.x_train[val_index], data.y_train[val_index], normalise)
+    evaluate(trial.student, data.x_train[val_index], data.y_train[val_index], normalise)
     figures["evaluation_seconds"] = time.perf_counter() - start
     trial_seconds = (
         figures["proxy_seconds"]
@@ -479,6 +516,12 @@ def format_figures(figures: dict[str, Any]) -> str:
         ("(c) teacher inference alone", f"{figures['teacher_img_s']:,.0f} img/s"),
         ("compute bound 1/(1/b + 1/c)", f"{figures['compute_bound_img_s']:,.0f} img/s"),
         ("(d) full KD trial step", f"{figures['trial_step_img_s']:,.0f} img/s"),
+        ("    teacher passes saved by the reuse", _share(figures["teacher_saved_share"])),
+        ("    without the reuse", f"{figures['trial_step_no_reuse_img_s']:,.0f} img/s"),
+        (
+            "    policy none: d, teacher passes saved",
+            f"{figures['trial_step_none_img_s']:,.0f} img/s, {_share(figures['teacher_saved_share_none'])}",
+        ),
         ("efficiency d / bound", f"{figures['efficiency']:.3f}"),
         *(
             [
@@ -515,6 +558,10 @@ def format_figures(figures: dict[str, Any]) -> str:
     ]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def _share(value: float | None) -> str:
+    return "reuse off" if value is None else f"{value:.1%}"
 
 
 def _percent(value: float | None) -> str:

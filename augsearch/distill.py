@@ -2,7 +2,8 @@
 
 The teacher and the student see the same augmented batch at every step, and the teacher's outputs
 are computed afresh for that batch (never cached per sample: augmentation is random, so a cached
-output would belong to a different image).
+output would belong to a different image), except on the images the policy left byte for byte
+unchanged, whose outputs are the clean image's and are reused (:mod:`augsearch.reuse`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,7 @@ from augsearch import files, progress
 from augsearch.loader import Normaliser, plain_batches
 from augsearch.mixing import MixSettings, mix_batch
 from augsearch.policy import KDSettings
+from augsearch.reuse import CleanOutputs
 from augsearch.runtime import Runtime
 from augsearch.settings import TrainSettings
 
@@ -221,7 +224,9 @@ def predict(
 @dataclass
 class TrainResult:
     """What one training run measured; ``val_accuracy`` has one entry per evaluated epoch.
-    ``mixed_batches`` of ``batches`` were mixed (mixup/CutMix), counted over the epochs trained."""
+    ``mixed_batches`` of ``batches`` were mixed (mixup/CutMix), counted over the epochs trained. Of the
+    ``teacher_images`` images the teacher's outputs were needed for, ``teacher_saved`` were reused
+    clean-image outputs (:mod:`augsearch.reuse`): teacher passes saved."""
 
     val_accuracy: list[float] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
@@ -229,10 +234,17 @@ class TrainResult:
     images: int = 0
     batches: int = 0
     mixed_batches: int = 0
+    teacher_images: int = 0
+    teacher_saved: int = 0
 
     @property
     def images_per_second(self) -> float:
         return self.images / self.seconds if self.seconds else 0.0
+
+    @property
+    def teacher_saved_share(self) -> float | None:
+        """The share of teacher passes the reuse saved; None when the teacher never ran."""
+        return self.teacher_saved / self.teacher_images if self.teacher_images else None
 
 
 def make_optimiser(
@@ -264,6 +276,7 @@ def train_student(
     checkpoint: Path | None = None,
     mix: MixSettings | None = None,
     mix_seed: int | None = None,
+    clean: CleanOutputs | None = None,
 ) -> TrainResult:
     """Train ``student`` for ``settings.epochs`` epochs over ``batches`` (a loader of uint8 batches).
 
@@ -285,6 +298,11 @@ def train_student(
     offset so that it does not replay the stream that initialised the model: the same seed, the same
     mixed batches. The draws are made on the CPU, so mixing adds no host sync. After a resume they
     restart from the seed, like the data order.
+
+    With ``clean`` (:func:`augsearch.reuse.clean_outputs` for the loader's images) the teacher runs only
+    on the images of a batch that the policy changed; the others get their kept clean-image outputs.
+    That needs batches that say which images are unchanged (:class:`augsearch.loader.Batch`); a plain
+    ``(images, labels)`` batch, and a mixed one, runs the teacher on every image.
     """
     runtime = normalise.runtime
     student.to(runtime.device, memory_format=runtime.memory_format).train()
@@ -295,6 +313,7 @@ def train_student(
     mixing = mix if mix is not None and mix.active else None
     generator = torch.Generator()
     generator.manual_seed(torch.initial_seed() ^ _MIX_SALT if mix_seed is None else mix_seed)
+    run = partial(teacher_logits, teacher, runtime=runtime)
     result = TrainResult()
     first = _resume(checkpoint, student, optimiser, schedule, result, runtime) if checkpoint else 0
     for epoch in range(first, settings.epochs):
@@ -303,14 +322,22 @@ def train_student(
         start = time.perf_counter()
         running, count = torch.zeros((), device=runtime.device), 0
         steps = progress.bar(batches, desc=f"{description} epoch {epoch + 1}/{settings.epochs}", leave=False)
-        for step, (images, labels) in enumerate(steps):
+        for step, (images, labels, *where) in enumerate(steps):
             images, labels = normalise(images), labels.to(runtime.device, non_blocking=True)
-            labels_b, lam = None, 1.0
+            labels_b, lam, reusable = None, 1.0, clean is not None and len(where) == 2
             if mixing is not None:
                 mixed = mix_batch(images, labels, mixing, generator)
                 images, labels_b, lam = mixed.images, mixed.labels_b, mixed.lam
                 result.mixed_batches += int(mixed.applied)
-            targets = teacher_logits(teacher, images, runtime) if use_teacher else None
+                reusable = reusable and not mixed.applied  # a mixed image is a changed image
+            targets = None
+            if use_teacher:
+                if reusable:
+                    targets, saved = clean.targets(images, where[0].numpy(), where[1].numpy(), run)
+                    result.teacher_saved += saved
+                else:
+                    targets = run(images)
+                result.teacher_images += len(labels)
             with runtime.autocast():
                 logits = student(images)
             loss = distillation_loss(logits, targets, labels, kd if use_teacher else None, labels_b, lam)
@@ -360,6 +387,8 @@ def _save(path: Path, epochs_done: int, model: nn.Module, optimiser, schedule, r
                 "images": result.images,
                 "batches": result.batches,
                 "mixed_batches": result.mixed_batches,
+                "teacher_images": result.teacher_images,
+                "teacher_saved": result.teacher_saved,
             },
         },
     )

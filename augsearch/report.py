@@ -22,7 +22,7 @@ import numpy as np
 import optuna
 
 from augsearch import files
-from augsearch.attributes import POLICY, PROXY_STDDEV
+from augsearch.attributes import POLICY, PROXY_STDDEV, TEACHER_PASSES, TEACHER_PASSES_SAVED
 from augsearch.stats import paired_difference, seeds_needed, spearman_interval
 
 
@@ -44,6 +44,7 @@ class Row:
     accuracies: tuple[float, ...] = ()  # test accuracy per seed, in the order of ``seeds``
     ece: float | None = None  # mean expected calibration error (15 bins) over seeds; None for older runs
     nll: float | None = None  # mean negative log-likelihood over seeds; None for older runs
+    teacher_saved: float | None = None  # share of teacher passes reused from clean images; None: no teacher
 
 
 def trial_counts(study: optuna.Study) -> dict[str, int]:
@@ -85,9 +86,17 @@ def summarise(runs: list[dict[str, Any]]) -> list[Row]:
                 accuracies=tuple(float(a) for a in accuracies),
                 ece=float(np.mean([run["test_ece"] for run in members])) if calibrated else None,
                 nll=float(np.mean([run["test_nll"] for run in members])) if calibrated else None,
+                teacher_saved=_saved_share(members),
             )
         )
     return sorted(rows, key=lambda row: (row.kind != "searched", row.trial if row.trial is not None else 0))
+
+
+def _saved_share(runs: list[dict[str, Any]]) -> float | None:
+    """The share of teacher passes saved over ``runs`` (augsearch/reuse.py); None when the teacher never
+    ran in them, or they were recorded before the count existed."""
+    passes = sum(run.get("teacher_passes", 0) for run in runs)
+    return sum(run.get("teacher_passes_saved", 0) for run in runs) / passes if passes else None
 
 
 def verdict(rows: list[Row]) -> str:
@@ -168,19 +177,27 @@ def proxy_fidelity(study: optuna.Study, rows: list[Row]) -> float | None:
 
 
 def search_cost(study: optuna.Study) -> dict[str, Any]:
-    """Wall time of all trials as Optuna recorded them (start to completion), and the device used."""
+    """Wall time of all trials as Optuna recorded them (start to completion), the device used, and the
+    share of the teacher's passes the reuse saved over the trials that record it (None: none do)."""
+    trials = study.get_trials(deepcopy=False)
     seconds = sum(
         (trial.datetime_complete - trial.datetime_start).total_seconds()
-        for trial in study.get_trials(deepcopy=False)
+        for trial in trials
         if trial.datetime_complete and trial.datetime_start
     )
-    return {"seconds": round(seconds, 1), "device": study.user_attrs.get("device", "unknown")}
+    passes = sum(trial.user_attrs.get(TEACHER_PASSES, 0) for trial in trials)
+    saved = sum(trial.user_attrs.get(TEACHER_PASSES_SAVED, 0) for trial in trials)
+    return {
+        "seconds": round(seconds, 1),
+        "device": study.user_attrs.get("device", "unknown"),
+        "teacher_saved": saved / passes if passes else None,
+    }
 
 
 def table(rows: list[Row], teacher: dict[str, Any] | None) -> str:
     lines = [
         f"{'policy':<30} {'KD':<23} {'test acc':>16} {'ECE':>6} {'NLL':>6} {'n':>2} {'epochs':>6} "
-        f"{'train s':>8} {'img/s':>7}"
+        f"{'train s':>8} {'img/s':>7} {'teacher passes saved':>20}"
     ]
     if teacher:
         name = f"teacher {teacher.get('model')}"
@@ -191,9 +208,13 @@ def table(rows: list[Row], teacher: dict[str, Any] | None) -> str:
         nll = f"{row.nll:.3f}" if row.nll is not None else "—"
         lines.append(
             f"{row.name:<30} {row.kd:<23} {accuracy:>16} {ece:>6} {nll:>6} {row.n:>2} {row.epochs:>6} "
-            f"{row.seconds:>8.0f} {row.images_per_second:>7.0f}"
+            f"{row.seconds:>8.0f} {row.images_per_second:>7.0f} {_percent(row.teacher_saved):>20}"
         )
     return "\n".join(lines)
+
+
+def _percent(share: float | None) -> str:
+    return "-" if share is None else f"{share:.0%}"
 
 
 def trials_csv(study: optuna.Study) -> str:
@@ -259,6 +280,8 @@ def write(
     cost_line = f"search: {cost['seconds']:.0f}s of trials on {cost['device']}"
     if ratio:
         cost_line += f"; one final retrain: {searched_row.seconds:.0f}s (search = {ratio:.1f}x a retrain)"
+    if cost["teacher_saved"] is not None:
+        cost_line += f"; teacher passes saved in the trials: {_percent(cost['teacher_saved'])}"
     retrained = sum(row.kind == "searched" for row in rows)
     interval = spearman_interval(fidelity, retrained) if fidelity is not None else None
     fidelity_line = "rank fidelity of the trials: " + (

@@ -28,6 +28,7 @@ from augsearch.distill import predict, train_student
 from augsearch.loader import make_loader
 from augsearch.models import build_model
 from augsearch.policy import KDSettings, Policy, build_transform, trial_policy
+from augsearch.reuse import clean_outputs
 from augsearch.runtime import seed_everything
 from augsearch.settings import TrainSettings
 from augsearch.stats import expected_calibration_error, negative_log_likelihood
@@ -111,10 +112,12 @@ def retrain_run(
         data.x_train, data.y_train, candidate.transform, settings.batch_size, workspace.runtime, seed
     )
     kd = candidate.kd or KDSettings(1.0, 0.0)
+    teacher = teacher if candidate.kd else None
+    clean = clean_outputs(teacher, data.x_train, workspace.normalise)  # shared by this process's runs
     start = time.perf_counter()
     result = train_student(
-        student, batches, settings, workspace.normalise, teacher if candidate.kd else None, kd,
-        description=f"{candidate.name} seed {seed}", checkpoint=checkpoint, mix=candidate.mix,
+        student, batches, settings, workspace.normalise, teacher, kd,
+        description=f"{candidate.name} seed {seed}", checkpoint=checkpoint, mix=candidate.mix, clean=clean,
     )  # fmt: skip
     accuracy, probabilities = predict(student, data.x_test, data.y_test, workspace.normalise)
     state = {k: v.detach().cpu() for k, v in student.state_dict().items()}
@@ -130,6 +133,8 @@ def retrain_run(
         "kd": candidate.kd.to_dict() if candidate.kd else None,
         "mix": candidate.mix.to_dict(),
         "mixed_batches": result.mixed_batches,
+        "teacher_passes": result.teacher_images,
+        "teacher_passes_saved": result.teacher_saved,
         **{k: v for k, v in asdict(settings).items() if k != "subset"},
         "optimiser": "sgd-nesterov-0.9",
         "test_accuracy": accuracy,

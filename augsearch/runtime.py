@@ -7,6 +7,8 @@ channels_last too (oneDNN's convolutions run 1.2x faster on it, measured for cnn
 training steps), the student in fp32 (bf16 autocast gave its step nothing here), and the frozen
 teacher's inference in bf16 where the CPU has native bf16 (AVX512-BF16 or AMX): 1.5x faster on
 cnn-teacher, logits within about 0.5% of fp32. ``AUGSEARCH_TEACHER_BF16=0`` keeps that teacher in fp32.
+On every device the teacher's outputs on images a policy left unchanged are reused (augsearch/reuse.py);
+``AUGSEARCH_TEACHER_REUSE=0`` runs the teacher on every image instead, for an A/B measurement.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class Runtime:
     loader_workers: int
     pin_memory: bool
     teacher_dtype: torch.dtype | None = None
+    teacher_reuse: bool = True  # reuse the teacher's clean-image outputs on unchanged images (reuse.py)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The precision of training and evaluation: bf16 autocast on CUDA, a no-op context on CPU."""
@@ -52,6 +55,8 @@ class Runtime:
         precision, teacher = _dtype_name(self.autocast_dtype), _dtype_name(self.teacher_dtype)
         if teacher != precision:
             precision += f", teacher {teacher}"
+        if not self.teacher_reuse:
+            precision += ", no teacher reuse"
         name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
         return (
             f"{name} ({precision}, {torch.get_num_threads()} threads, {self.loader_workers} loader workers)"
@@ -81,6 +86,7 @@ def resolve(device: str = "auto", loader_workers: int | None = None) -> Runtime:
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    reuse = os.environ.get(TEACHER_REUSE_VARIABLE, "1") != "0"
     cores = cpu_share()
     if THREADS_VARIABLE in os.environ:  # one of several workers: its share of the cores, no more
         torch.set_num_threads(cores)
@@ -90,13 +96,16 @@ def resolve(device: str = "auto", loader_workers: int | None = None) -> Runtime:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        return Runtime(torch.device("cuda"), torch.bfloat16, True, loader_workers, True, torch.bfloat16)
+        return Runtime(
+            torch.device("cuda"), torch.bfloat16, True, loader_workers, True, torch.bfloat16, reuse
+        )
     teacher_bf16 = os.environ.get(TEACHER_BF16_VARIABLE, "1") != "0" and cpu_has_native_bf16()
     teacher_dtype = torch.bfloat16 if teacher_bf16 else None
-    return Runtime(torch.device("cpu"), None, True, loader_workers, False, teacher_dtype)
+    return Runtime(torch.device("cpu"), None, True, loader_workers, False, teacher_dtype, reuse)
 
 
 TEACHER_BF16_VARIABLE = "AUGSEARCH_TEACHER_BF16"  # "0": the teacher's inference on CPU stays in fp32
+TEACHER_REUSE_VARIABLE = "AUGSEARCH_TEACHER_REUSE"  # "0": the teacher runs on every image (reuse.py off)
 
 
 def cpu_has_native_bf16() -> bool:

@@ -25,6 +25,8 @@ from augsearch.attributes import (
     POLICY,
     POLICY_JSON,
     PRUNED_REASON,
+    TEACHER_PASSES,
+    TEACHER_PASSES_SAVED,
     WALL_SECONDS,
     WARM_START,
 )
@@ -36,6 +38,7 @@ from augsearch.models import build_model
 from augsearch.policy import build_transform, sample_policy, sample_training
 from augsearch.preview import artifact_store, attach, preview_images, render_grid
 from augsearch.proxy import proxy_images, screen
+from augsearch.reuse import clean_outputs
 from augsearch.runtime import seed_everything
 from augsearch.settings import Space
 from augsearch.storage import open_storage
@@ -181,6 +184,7 @@ def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float]:
     preview = None if store is None else preview_images(data, context.val_index, context.seed)
     batches_for_proxy = space.proxy.batches
     x_proxy = proxy_images(x_sub, batches_for_proxy, space.trial.batch_size, context.seed)
+    clean = clean_outputs(context.teacher, x_sub, normalise)  # shared by this process's trials
 
     def objective(trial: optuna.Trial) -> float:
         space = replace(context.space, trial=sample_training(trial, context.space))  # searched lr, epochs...
@@ -222,6 +226,7 @@ def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float]:
                 on_epoch,
                 description=f"trial {trial.number}",
                 mix=policy.mix,
+                clean=clean,
             )
         except NonFiniteLoss as error:
             trial.set_user_attr(PRUNED_REASON, str(error))
@@ -232,6 +237,8 @@ def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float]:
         finally:
             trial.set_user_attr(WALL_SECONDS, round(time.perf_counter() - start, 2))
         trial.set_user_attr(IMAGES_PER_SECOND, round(result.images_per_second, 1))
+        trial.set_user_attr(TEACHER_PASSES, result.teacher_images)
+        trial.set_user_attr(TEACHER_PASSES_SAVED, result.teacher_saved)
         return result.val_accuracy[-1]
 
     return objective

@@ -15,7 +15,15 @@ from augsearch.errors import UserError
 from augsearch.policy import op_choices
 from augsearch.space import load_space
 
-RATES = ("augment_img_s", "student_step_img_s", "teacher_img_s", "compute_bound_img_s", "trial_step_img_s")
+RATES = (
+    "augment_img_s",
+    "student_step_img_s",
+    "teacher_img_s",
+    "compute_bound_img_s",
+    "trial_step_img_s",
+    "trial_step_no_reuse_img_s",
+    "trial_step_none_img_s",
+)
 
 
 def test_bench_measures_and_prints_every_figure(tmp_path):
@@ -29,6 +37,8 @@ def test_bench_measures_and_prints_every_figure(tmp_path):
     assert figures["augment_us_per_image"] > 0 and figures["compose_us_per_image"] > 0
     assert 0 < figures["optuna_fraction"] < 1
     assert figures["peak_rss_mb"]["main"] > 0
+    assert figures["teacher_saved_share_none"] == 1.0  # `none` changes no image: every output reused
+    assert 0 <= figures["teacher_saved_share"] < 1
     bound = 1 / (1 / figures["student_step_img_s"] + 1 / figures["teacher_img_s"])
     assert abs(figures["compute_bound_img_s"] - bound) / bound < 1e-3
     table = format_figures(figures)
@@ -39,6 +49,9 @@ def test_bench_measures_and_prints_every_figure(tmp_path):
         "(c)",
         "(d)",
         "(e)",
+        "teacher passes saved",
+        "without the reuse",
+        "policy none",
         "efficiency",
         "on the cores",
         "speed-up",

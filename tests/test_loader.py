@@ -39,7 +39,7 @@ def test_batches_equal_the_same_seeded_compose_applied_image_by_image():
     holds its own copy, seeded from the loader's seed, and the same holds per worker.)"""
     x, y = _images()
     loader = make_loader(x, y, build_transform(POLICY), 8, _runtime(0), seed=3, shuffle=False)
-    batched = np.concatenate([images.numpy() for images, _ in loader])
+    batched = np.concatenate([images.numpy() for images, *_ in loader])
     reference = build_transform(POLICY)
     reference.set_random_seed(3)
     one_by_one = np.stack([reference(image=image)["image"].reshape(image.shape) for image in x])
@@ -54,7 +54,7 @@ def test_shuffled_batches_follow_the_sampler_order():
     loader = make_loader(x, y, build_transform(POLICY), 8, _runtime(0), seed=5)
     reference = build_transform(POLICY)
     reference.set_random_seed(5)
-    for images, labels in loader:
+    for images, labels, *_ in loader:
         expected = np.stack([reference(image=x[i])["image"].reshape(x[i].shape) for i in labels.numpy()])
         np.testing.assert_array_equal(images.numpy(), expected)
 
@@ -65,7 +65,7 @@ def test_worker_batches_are_reproducible_and_workers_draw_different_augmentation
 
     def run() -> list[np.ndarray]:
         loader = make_loader(x, y, build_transform(POLICY), 16, _runtime(2), seed=7, shuffle=False)
-        return [images.numpy() for images, _ in loader]
+        return [images.numpy() for images, *_ in loader]
 
     first, second = run(), run()
     for a, b in zip(first, second, strict=True):

@@ -38,8 +38,11 @@ def test_retrain_two_seeds_two_baselines_writes_the_report(searched):
     assert "paired over 2 seeds" in result.stdout and "95% interval [" in result.stdout
     assert all(0.0 <= float(row["ece"]) <= 1.0 and float(row["nll"]) > 0 for row in rows)
     assert all(len(row["accuracies"].split()) == 2 for row in rows)
-    header = result.stdout.splitlines()[0].split()
-    assert header[header.index("acc") + 1 : header.index("acc") + 3] == ["ECE", "NLL"]
+    header = next(line for line in result.stdout.splitlines() if line.startswith("policy "))
+    words = header.split()
+    assert words[words.index("acc") + 1 : words.index("acc") + 3] == ["ECE", "NLL"]
+    assert header.endswith("teacher passes saved")  # the report's column
+    assert "teacher passes saved in the trials: " in result.stdout
     with open(study_dir / "trials.csv") as handle:
         trials = list(csv.DictReader(handle))
     assert len(trials) == 3 and "params_op0" in trials[0] and "user_attrs_policy" in trials[0]
@@ -58,6 +61,8 @@ def test_retrain_two_seeds_two_baselines_writes_the_report(searched):
     assert all(found == {0, 1} for found in seeds.values())
     assert [r["kd"] for r in runs if r["name"] == "student-alone"] == [None, None]
     assert all(0.0 <= r["test_ece"] <= 1.0 and r["test_nll"] > 0 for r in runs)
+    assert all(r["teacher_passes"] == 0 for r in runs if r["name"] == "student-alone")
+    assert all(0 <= r["teacher_passes_saved"] <= r["teacher_passes"] > 0 for r in runs if r["kd"])
 
     # Asking again redoes nothing: every run is found finished and left as it was.
     stamps = {path.name: path.stat().st_mtime_ns for path in (study_dir / "retrain").glob("*.json")}

@@ -254,7 +254,9 @@ def test_a_trial_trains_with_its_searched_budget(tmp_path, monkeypatch):
 
     def fake_train(student, batches, settings, *args, **kwargs):
         seen.append((settings, batches.sampler.batch_size))
-        return types.SimpleNamespace(val_accuracy=[0.5], images_per_second=1.0)
+        return types.SimpleNamespace(
+            val_accuracy=[0.5], images_per_second=1.0, teacher_images=0, teacher_saved=0
+        )
 
     monkeypatch.setattr(study_module, "train_student", fake_train)
     context = _context(space)

@@ -142,7 +142,9 @@ def test_a_warm_start_is_never_pruned(tmp_path, monkeypatch):
     def fake_train(student, batches, settings, normalise, teacher, kd, validation, on_epoch, **kwargs):
         for epoch in range(settings.epochs):
             on_epoch(epoch, 0.5)
-        return types.SimpleNamespace(val_accuracy=[0.5], images_per_second=1.0)
+        return types.SimpleNamespace(
+            val_accuracy=[0.5], images_per_second=1.0, teacher_images=0, teacher_saved=0
+        )
 
     monkeypatch.setattr(study_module, "train_student", fake_train)
     from augsearch.data import load_dataset
