@@ -57,16 +57,26 @@ class Ledger:
     running: int
     waiting: int
     failed: int
+    running_numbers: tuple[int, ...] = ()
 
     @classmethod
     def of(cls, study: optuna.Study) -> Ledger:
-        states = [trial.state for trial in study.get_trials(deepcopy=False)]
+        trials = study.get_trials(deepcopy=False)
+        states = [trial.state for trial in trials]
         return cls(
             sum(state in DONE for state in states),
             states.count(TrialState.RUNNING),
             states.count(TrialState.WAITING),
             states.count(TrialState.FAIL),
+            tuple(sorted(trial.number for trial in trials if trial.state == TrialState.RUNNING)),
         )
+
+    def keeps(self, number: int, target: int) -> bool:
+        """Whether running trial ``number`` is one of the oldest ``target - done`` running trials, the ones
+        that go on when there are too many. Oldest first: a re-queued or warm-start trial (enqueued before
+        any fresh one is sampled) runs rather than steps back, and of racing workers that see each other
+        exactly the surplus steps back, never all of them."""
+        return number in self.running_numbers[: max(0, target - self.done)]
 
 
 @contextlib.contextmanager
@@ -204,15 +214,21 @@ def run_trials(
     Why not ``study.optimize`` with ``MaxTrialsCallback``: that callback stops a worker only after its
     trial, so K workers overshoot by up to K-1. Here a worker first takes a trial (``ask``: the storage
     makes it RUNNING atomically, a queued one first), then counts: if the finished and running trials,
-    its own included, exceed ``target``, its trial is surplus and goes back to the queue (WAITING). Of
-    any set of racing workers the last to take a trial sees all the others, so the count never ends
-    above ``target``; two that see each other may both step back, and they retry after a random pause.
+    its own included, exceed ``target``, its trial is surplus and goes back to the queue (WAITING), unless
+    (on a journal file or SQLite, whose trial numbers follow the one order every worker reads) it is among
+    the oldest running ones: then the newer ones step back, so a re-queued trial runs before a fresh one.
+    Of any set of racing workers the last to take a trial sees all the others, so the count never ends
+    above ``target``; a worker that stepped back retries after a random pause.
     With heartbeats (``wait_for_others``, a server), a worker with nothing to start waits while other
     trials run, since a dead worker's trial comes back to the queue after the grace period.
     SIGTERM and SIGINT give the running trial back (failed, parameters re-queued) and raise
     :class:`Interrupted`.
     """
     started, ran = time.monotonic(), 0
+    # A journal file or SQLite serialises its writers, so a trial's number is its place in the one order
+    # every worker reads: a worker holding an older trial has been seen by every later one. A server's
+    # numbers need not follow commit order, so there the old rule holds alone (any surplus steps back).
+    ordered = not heartbeats(study)
     with signals_interrupt():
         while timeout is None or time.monotonic() - started < timeout:
             requeue_interrupted(study, owned=False)  # with heartbeats: dead workers' trials come back
@@ -230,7 +246,8 @@ def run_trials(
             except KeyboardInterrupt:
                 _step_back(study, trial)
                 raise
-            if ledger.done + ledger.running > target:  # surplus: another worker took the last one
+            if ledger.done + ledger.running > target and not (ordered and ledger.keeps(trial.number, target)):
+                # surplus: another worker took the last one (where numbers follow one order: an older one)
                 _step_back(study, trial)
                 time.sleep(random.uniform(0.05, 0.5))
                 continue

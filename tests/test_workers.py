@@ -9,6 +9,7 @@ import torch
 from conftest import run_cli
 from optuna.trial import TrialState
 
+from augsearch import trials as trials_module
 from augsearch.dashboard import DashboardOptions, make_server
 from augsearch.errors import UserError
 from augsearch.export import ExportOptions, export_study
@@ -135,3 +136,34 @@ def test_an_interrupted_trial_is_requeued_with_every_parameter_the_storage_has(t
         == failed.params
         == {"lr": failed.params["lr"], "op0": "MotionBlur"}
     )
+
+
+def test_ledger_keeps_the_oldest_running_trials():
+    ledger = Ledger(done=3, running=2, waiting=0, failed=0, running_numbers=(4, 5))
+    assert ledger.keeps(4, 4) and not ledger.keeps(5, 4)
+    assert ledger.keeps(4, 5) and ledger.keeps(5, 5)
+    assert not ledger.keeps(4, 3)
+
+
+def test_on_a_journal_the_older_trial_goes_on_and_the_newer_one_steps_back(tmp_path, monkeypatch):
+    """A re-queued trial waits, then a fresh one; this worker takes the older while another worker takes
+    the newer at the same moment. With one trial left to run, the older one goes on and the newer one is
+    the surplus: the re-queued parameters run first (before, both could step back and the newer run)."""
+    storage = open_storage(journal_storage(tmp_path))
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.enqueue_trial({"x": 0.25})
+    study.enqueue_trial({"x": 0.75})
+    real_ask = trials_module._ask_signals_deferred
+
+    def racing_ask(study):
+        trial = real_ask(study)  # the oldest waiting one
+        newer = study.get_trials(deepcopy=False)[1]
+        if newer.state == TrialState.WAITING:  # another worker takes the newer one right now
+            study._storage.set_trial_state_values(newer._trial_id, TrialState.RUNNING)
+        return trial
+
+    monkeypatch.setattr(trials_module, "_ask_signals_deferred", racing_ask)
+    ran = run_trials(study, lambda trial: trial.suggest_float("x", 0, 1), target=1)
+    assert ran == 1
+    assert [t.state for t in study.get_trials(deepcopy=False)] == [TrialState.COMPLETE, TrialState.RUNNING]
+    assert study.trials[0].params == {"x": 0.25}
