@@ -25,6 +25,8 @@ from torch import nn
 from torch.fx.experimental.optimization import fuse
 
 from augsearch import files, progress
+from augsearch.fusion import available as fusion_available
+from augsearch.fusion import fuse_conv_relu
 from augsearch.loader import Normaliser, plain_batches
 from augsearch.mixing import MixSettings, mix_batch
 from augsearch.policy import KDSettings
@@ -186,15 +188,22 @@ def inference_teacher(model: nn.Module, runtime: Runtime) -> nn.Module:
     for cnn-teacher on CPU. ``model``'s weights are left as they are (it is the one saved and
     evaluated). A model torch.fx cannot trace (data-dependent control flow, some torchvision nets)
     is not copied: it is returned itself, frozen and on the device, unfolded.
+
+    On CPU in fp32 each conv that feeds a ReLU is then fused with it (:mod:`augsearch.fusion`).
     """
     frozen = freeze(model)
     try:
         folded = freeze(fuse(frozen))
     except Exception:  # torch.fx tracing fails on data-dependent control flow; folding is only a speed-up
         folded = frozen
+    if folded is not frozen and lean_graph(runtime):
+        folded = freeze(fuse_conv_relu(folded))
     return folded.to(runtime.device, memory_format=runtime.memory_format)
 
 
+from augsearch import files, progress
+from augsearch.fusion import available as fusion_available
+from augsearch.fusion import fuse_conv_relu
 def evaluate(
     model: nn.Module, x: np.ndarray, y: np.ndarray, normalise: Normaliser, batch_size: int = 1000
 ) -> float:

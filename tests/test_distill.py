@@ -14,6 +14,7 @@ from augsearch.distill import (
     teacher_logits,
     train_student,
 )
+from augsearch.fusion import ConvReLU
 from augsearch.loader import Normaliser, make_loader
 from augsearch.models import build_model
 from augsearch.policy import KDSettings
@@ -88,6 +89,26 @@ def test_inference_teacher_folds_batchnorm_and_keeps_the_logits(name, channels, 
     assert len(batchnorms) < all_batchnorms if name == "wrn-16-2" else not batchnorms
     assert not any(p.requires_grad for p in teacher.parameters())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the saved model untouched
+
+
+@pytest.mark.parametrize(
+    ("name", "channels", "size", "fused"), [("cnn-teacher", 1, 28, 4), ("resnet8", 3, 32, 4)]
+)
+def test_the_fp32_cpu_teacher_fuses_each_conv_with_its_relu_and_keeps_the_logits(name, channels, size, fused):
+    """cnn-teacher: all four conv-ReLU pairs; resnet8: the stem and each block's first conv (the second
+    conv's ReLU comes after the residual sum). Not under bf16 autocast, which the fused op escapes."""
+    torch.manual_seed(0)
+    model = build_model(name, in_channels=channels, num_classes=10, image_size=size).eval()
+    fp32 = dataclasses.replace(resolve("cpu", 0), teacher_dtype=None)
+    teacher = inference_teacher(model, fp32)
+    assert sum(isinstance(m, ConvReLU) for m in teacher.modules()) == fused
+    assert not any(isinstance(m, torch.nn.ReLU) for m in teacher.modules() if name == "cnn-teacher")
+    x = torch.randn(16, channels, size, size).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        expected = model(x)
+    torch.testing.assert_close(teacher_logits(teacher, x, fp32), expected, rtol=1e-4, atol=1e-4)
+    bf16 = dataclasses.replace(fp32, teacher_dtype=torch.bfloat16)
+    assert not any(isinstance(m, ConvReLU) for m in inference_teacher(model, bf16).modules())
 
 
 def test_inference_teacher_keeps_a_model_torch_fx_cannot_trace():
