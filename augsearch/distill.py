@@ -201,9 +201,11 @@ def inference_teacher(model: nn.Module, runtime: Runtime) -> nn.Module:
     return folded.to(runtime.device, memory_format=runtime.memory_format)
 
 
-from augsearch import files, progress
-from augsearch.fusion import available as fusion_available
-from augsearch.fusion import fuse_conv_relu
+def lean_graph(runtime: Runtime) -> bool:
+    """Whether the teacher's convs and ReLUs are fused: on CPU in fp32 only (augsearch/fusion.py)."""
+    return runtime.device.type == "cpu" and runtime.teacher_dtype is None and fusion_available()
+
+
 def evaluate(
     model: nn.Module, x: np.ndarray, y: np.ndarray, normalise: Normaliser, batch_size: int = 1000
 ) -> float:
