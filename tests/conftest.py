@@ -52,7 +52,10 @@ def smoke_run_once(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]
     result; ``out/`` under the returned folder holds the study. Never changed: a test that writes to the
     study works on :func:`copy_of_run`."""
     cwd = tmp_path_factory.mktemp("smoke-run")
-    result = run_cli("run", "--space", "smoke", "--studies-dir", "out", "--seed", "0", cwd=cwd)
+    # The teacher in fp32 on every CPU: with native bf16 its logits (and so the whole run, which the
+    # regression golden records) would depend on the machine's instruction set.
+    fp32 = {"AUGSEARCH_TEACHER_BF16": "0"}
+    result = run_cli("run", "--space", "smoke", "--studies-dir", "out", "--seed", "0", cwd=cwd, env=fp32)
     assert result.returncode == 0, result.stderr[-2000:]
     return cwd, result
 
