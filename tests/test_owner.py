@@ -33,6 +33,21 @@ def _running_on(study: optuna.Study, pid: int) -> list[optuna.trial.FrozenTrial]
     ]
 
 
+def _run_args(trials: int) -> tuple[str, ...]:
+    """``run``'s arguments in these tests: the changed smoke space, two workers, no retrain."""
+    return (
+        "--space",
+        "space.yaml",
+        "--studies-dir",
+        "out",
+        "--no-retrain",
+        "--workers",
+        "2",
+        "--trials",
+        str(trials),
+    )
+
+
 def _slow_warm(raw: dict) -> None:
     """Slow trials (caught mid-trial), the first two of them the warm starts."""
     _slow(raw)
@@ -42,17 +57,7 @@ def _slow_warm(raw: dict) -> None:
 
 def _second_run_is_refused(tmp_path, storage: str | None) -> None:
     smoke_variant(tmp_path, _slow_warm)
-    args = (
-        "--space",
-        "space.yaml",
-        "--studies-dir",
-        "out",
-        "--no-retrain",
-        "--workers",
-        "2",
-        "--trials",
-        "3",
-    )
+    args = _run_args(trials=3)
     args += ("--storage", storage) if storage else ()
     first = Process("run", *args, cwd=tmp_path)
     victim = first.worker_pids(2)[0]
@@ -85,17 +90,7 @@ def test_a_second_run_on_postgres_is_refused_and_the_live_worker_keeps_its_trial
 
 def test_a_worker_whose_trial_is_failed_under_it_gives_it_up_and_goes_on(tmp_path):
     smoke_variant(tmp_path, _slow)
-    args = (
-        "--space",
-        "space.yaml",
-        "--studies-dir",
-        "out",
-        "--no-retrain",
-        "--workers",
-        "2",
-        "--trials",
-        "3",
-    )
+    args = _run_args(trials=3)
     process = Process("run", *args, cwd=tmp_path)
     victim = process.worker_pids(2)[0]
     wait_for(lambda: _running_on(_study(tmp_path, None), victim), process)
@@ -115,17 +110,7 @@ def test_a_worker_whose_trial_is_failed_under_it_gives_it_up_and_goes_on(tmp_pat
 
 def test_the_lock_of_a_killed_run_and_its_workers_blocks_nothing(tmp_path):
     smoke_variant(tmp_path, _slow)
-    args = (
-        "--space",
-        "space.yaml",
-        "--studies-dir",
-        "out",
-        "--no-retrain",
-        "--workers",
-        "2",
-        "--trials",
-        "2",
-    )
+    args = _run_args(trials=2)
     process = Process("run", *args, cwd=tmp_path)
     pids = process.worker_pids(2)
     wait_for(lambda: _running_on(_study(tmp_path, None), pids[0]), process)
