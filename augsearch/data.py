@@ -227,7 +227,8 @@ def _read_idx(path: Path) -> np.ndarray:
     if raw[:3] != b"\x00\x00\x08" or ndim not in (1, 3) or len(raw) < 4 + 4 * ndim:
         raise UserError(f"{path}: not an unsigned-byte IDX file (bad magic number {raw[:4].hex()})")
     dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
-    data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
+    # from a bytearray, not the bytes: a read-only array makes torch.from_numpy warn on every run
+    data = np.frombuffer(bytearray(raw), np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
         raise UserError(f"{path}: IDX header says {dims} but holds {data.size} bytes")
     return data.reshape(dims)

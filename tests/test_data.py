@@ -50,6 +50,7 @@ def write_fmnist(d: Path, n_train: int, n_test: int = 2, gz: bool = True) -> Pat
 def check_arrays(ds: ImageData) -> None:
     for x, y in ((ds.x_train, ds.y_train), (ds.x_test, ds.y_test)):
         assert x.dtype == np.uint8 and x.ndim == 4 and x.flags.c_contiguous
+        assert x.flags.writeable  # torch.from_numpy warns on read-only arrays
         assert y.dtype == np.int64 and len(x) == len(y)
     assert ds.num_classes == len(ds.classes)
 
