@@ -36,7 +36,7 @@ from augsearch.space import load_space
 from augsearch.storage import load_stored_study, local_storage, requeue_interrupted
 from augsearch.study import make_objective, open_study
 from augsearch.teacher import checkpoint_sha256
-from augsearch.transfer import transfer_dir, transfer_workspace
+from augsearch.transfer import Target, transfer_target
 from augsearch.trials import finished, optimize
 from augsearch.warmstart import enqueue_warm_starts
 from augsearch.workers import SpawnOptions, WorkersFailed, describe_exit, spawn_workers
@@ -208,27 +208,22 @@ def retrain(options: RetrainOptions) -> str:
     teacher_sha256 = checkpoint_sha256(workspace.space, checkpoint)
     study_dir = options.studies_dir / options.study
     names = expand(options.baselines, options.baselines_kd or workspace.space.baselines.kd)
+    target = Target(workspace, teacher, teacher_sha256, study_dir)
+    if options.student is not None or options.teacher_checkpoint is not None:  # checked before any work
+        target = transfer_target(target, options.student, options.teacher_checkpoint, options.studies_dir)
     kd_row = None
     if KD_TUNED in names:  # the KD-only search with the same trials, reused or run now (augsearch/kdtuned.py)
         kd_row, info = kd_tuned(
             study, workspace, teacher, Path(teacher_info["source"]), options.studies_dir, options.storage
-        )
+        )  # with the study's own student and teacher, also for a transfer
         tqdm.write(report.describe_kd_tuned(kd_tuned_dict(info)))
-        files.write_json(study_dir / "kd-tuned.json", kd_tuned_dict(info))
-    student = None
-    if options.student is not None or options.teacher_checkpoint is not None:  # transfer: kept apart
-        workspace, other, sha256 = transfer_workspace(
-            workspace, options.student, options.teacher_checkpoint, options.studies_dir
-        )
-        teacher, teacher_sha256 = (other, sha256) if other is not None else (teacher, teacher_sha256)
-        study_dir, student = transfer_dir(study_dir, workspace.space.student, sha256), workspace.space.student
-        if kd_row is not None:
-            files.write_json(study_dir / "kd-tuned.json", kd_tuned_dict(info))
-    runs = lineup(study, workspace, options.top, names, kd_row)
+        files.write_json(target.folder / "kd-tuned.json", kd_tuned_dict(info))
+    runs = lineup(study, target.workspace, options.top, names, kd_row)
     if not runs:
         raise UserError(f"study '{options.study}' has no completed trial to retrain and no --baselines given")
-    retrain_all(runs, workspace, teacher, options.seeds, options.epochs, study_dir, teacher_sha256)
-    return _report(study, workspace, study_dir, student)
+    workspace, folder = target.workspace, target.folder
+    retrain_all(runs, workspace, target.teacher, options.seeds, options.epochs, folder, target.sha256)
+    return _report(study, workspace, folder, workspace.space.student if folder != study_dir else None)
 
 
 @dataclass(frozen=True)

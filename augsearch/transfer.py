@@ -13,7 +13,7 @@ wrongly reused. The teacher checkpoint must fit the space's teacher architecture
 from __future__ import annotations
 
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,16 @@ from augsearch.errors import UserError
 from augsearch.models import build_model
 from augsearch.teacher import checkpoint_sha256
 from augsearch.workspace import Workspace, teacher_for
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a retrain trains with and where its runs and report go."""
+
+    workspace: Workspace
+    teacher: Any
+    sha256: str | None  # the teacher checkpoint's, for the run keys (None: augsearch's cached teacher)
+    folder: Path
 
 
 def transfer_dir(study_dir: Path, student: str, teacher_sha256: str | None) -> Path:
@@ -49,3 +59,15 @@ def transfer_workspace(
     sha256 = checkpoint_sha256(space, checkpoint)
     teacher, _ = teacher_for(moved, studies_dir, checkpoint)
     return moved, teacher, sha256
+
+
+def transfer_target(
+    target: Target, student: str | None, checkpoint: Path | None, studies_dir: Path
+) -> Target:
+    """The study's own target moved to ``student`` and/or the teacher in ``checkpoint``, with its own
+    folder under ``<study>/transfer/``."""
+    moved, teacher, sha256 = transfer_workspace(target.workspace, student, checkpoint, studies_dir)
+    folder = transfer_dir(target.folder, moved.space.student, sha256)
+    if teacher is None:
+        return Target(moved, target.teacher, target.sha256, folder)
+    return Target(moved, teacher, sha256, folder)

@@ -84,7 +84,7 @@ def test_row_names_and_kd_kinds():
 def studies(smoke_run_once, tmp_path_factory):
     """A copy of the smoke study (3 trials) retrained with KD-fair rows, kd-tuned and the ablation row."""
     out = copy_of_run(smoke_run_once[0], tmp_path_factory.mktemp("fair")) / "out"
-    names = ("standard", "student-alone", "kd-tuned", "searched+fixed-kd")
+    names = ("standard", "kd-tuned", "searched+fixed-kd")
     retrain(
         RetrainOptions(
             "smoke", out, seeds=2, baselines=names, baselines_kd=("fixed", "searched"), device="cpu"
