@@ -99,8 +99,9 @@ def describe(found: Split) -> list[str]:
     if found.augmentation_at_fixed_kd is not None and found.kd_on_searched is not None:
         lines += [
             f"  other order: augmentation at fixed KD = searched+fixed-kd - {b}: "
-            f"{_points(found.augmentation_at_fixed_kd)}; KD settings on the searched policy = "
-            f"searched policy - searched+fixed-kd: {_points(found.kd_on_searched)}"
+            f"{_points(found.augmentation_at_fixed_kd)}",
+            f"  other order: KD settings on the searched policy = searched policy - searched+fixed-kd: "
+            f"{_points(found.kd_on_searched)}",
         ]
     return lines
 

@@ -7,13 +7,14 @@ import json
 
 import optuna
 import pytest
-from conftest import copy_of_run, run_cli, smoke_variant
+from conftest import copy_of_run, smoke_variant
 
 from augsearch.ablation import split
 from augsearch.errors import UserError
 from augsearch.fair import ROWS, expand, parse_kinds, parse_rows
-from augsearch.pipeline import RetrainOptions, retrain
+from augsearch.pipeline import RetrainOptions, RunOptions, retrain, run
 from augsearch.report import Row
+from augsearch.space import load_space
 from augsearch.trials import finished
 
 
@@ -85,10 +86,9 @@ def studies(smoke_run_once, tmp_path_factory):
     """A copy of the smoke study (3 trials) retrained with KD-fair rows, kd-tuned and the ablation row."""
     out = copy_of_run(smoke_run_once[0], tmp_path_factory.mktemp("fair")) / "out"
     names = ("standard", "kd-tuned", "searched+fixed-kd")
+    kinds = ("fixed", "searched")
     retrain(
-        RetrainOptions(
-            "smoke", out, seeds=2, baselines=names, baselines_kd=("fixed", "searched"), device="cpu"
-        )
+        RetrainOptions("smoke", out, epochs=1, seeds=2, baselines=names, baselines_kd=kinds, device="cpu")
     )
     return out
 
@@ -154,7 +154,7 @@ def test_kd_tuned_has_the_main_study_trial_budget_and_is_reused(studies):
 
     # asked again: the KD-only study is reused, no trial is run and no run redone
     stamps = {path.name: path.stat().st_mtime_ns for path in (study_dir / "retrain").glob("*.json")}
-    retrain(RetrainOptions("smoke", studies, seeds=2, baselines=("kd-tuned",), device="cpu"))
+    retrain(RetrainOptions("smoke", studies, epochs=1, seeds=2, baselines=("kd-tuned",), device="cpu"))
     info = json.loads((study_dir / "kd-tuned.json").read_text())
     assert info["reused"] and info["ran"] == 0
     assert len(kd_study.trials) == 3
@@ -170,9 +170,23 @@ def test_an_existing_compatible_kd_only_study_is_reused(smoke_run_once, tmp_path
         raw["name"], raw["policy"] = "my-kd", {"slots": 0}
 
     space = smoke_variant(tmp_path, kd_only)
-    made = run_cli("run", "--space", str(space), "--studies-dir", str(out), "--no-retrain", cwd=tmp_path)
-    assert made.returncode == 0, made.stderr[-2000:]
-    retrain(RetrainOptions("smoke", out, seeds=1, baselines=("kd-tuned",), device="cpu"))
+    run(RunOptions(space=str(space), studies_dir=out, device="cpu", retrain=False))  # as `augsearch run` does
+    retrain(RetrainOptions("smoke", out, epochs=1, seeds=1, baselines=("kd-tuned",), device="cpu"))
     info = json.loads((out / "smoke" / "kd-tuned.json").read_text())
     assert info["study"] == "my-kd" and info["reused"] and info["ran"] == 0
     assert not (out / "smoke-kd-tuned").exists()
+
+
+def test_the_space_says_which_kd_settings_the_baselines_get(tmp_path):
+    def fair(raw):
+        raw["baselines"] = {"names": ["standard", "kd-tuned"], "kd": ["fixed", "searched"]}
+
+    space = load_space(str(smoke_variant(tmp_path, fair)))
+    assert space.baselines.kd == ("fixed", "searched") and space.baselines.names == ("standard", "kd-tuned")
+    assert load_space("smoke").baselines.kd == ("fixed",)  # the default: today's rows only
+
+    def bad(raw):
+        raw["baselines"] = {"names": ["standard"], "kd": ["tuned"]}
+
+    with pytest.raises(UserError, match=r"space.yaml: baselines.kd: expected a list of fixed, searched"):
+        load_space(str(smoke_variant(tmp_path, bad)))

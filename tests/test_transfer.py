@@ -28,7 +28,9 @@ def test_transfer_to_another_student_is_reported_apart(studies):
     before = _stamps(study_dir / "retrain")
     report_before = (study_dir / "results.json").read_text()
     text = retrain(
-        RetrainOptions("smoke", studies, seeds=1, baselines=("standard",), student="cnn-small", device="cpu")
+        RetrainOptions(
+            "smoke", studies, epochs=1, seeds=1, baselines=("standard",), student="cnn-small", device="cpu"
+        )
     )
     folder = study_dir / "transfer" / "cnn-small"
     runs = [json.loads(path.read_text()) for path in (folder / "retrain").glob("*.json")]
@@ -48,7 +50,7 @@ def test_transfer_to_another_teacher_checkpoint_gets_its_own_folder(studies):
     teacher = next((studies / "teachers").glob("*.pt"))  # the study's own teacher, as a file
     retrain(
         RetrainOptions(
-            "smoke", studies, seeds=1, baselines=("none",), teacher_checkpoint=teacher, device="cpu"
+            "smoke", studies, epochs=1, seeds=1, baselines=(), teacher_checkpoint=teacher, device="cpu"
         )
     )
     (folder,) = [path for path in (studies / "smoke" / "transfer").iterdir() if "-teacher-" in path.name]
