@@ -73,6 +73,18 @@ ABLATION_DEFINITION = (
 )
 
 
+def _versus_kd_tuned(rows: list[Row]) -> list[str]:
+    """The searched policy against ``kd-tuned`` alone (the same trial budget spent on KD settings only),
+    paired as the verdict is; nothing when that row was not retrained or is the verdict's rival already."""
+    searched_row = next((row for row in rows if row.kind == "searched"), None)
+    tuned = next((row for row in rows if row.name == KD_TUNED), None)
+    baselines = [row for row in rows if row.kind == "baseline"]
+    if searched_row is None or tuned is None or max(baselines, key=lambda row: row.mean) is tuned:
+        return []
+    text = verdict([searched_row, tuned])
+    return [text.replace(f"best baseline ({KD_TUNED})", f"{KD_TUNED} (KD alone searched, same trials)")]
+
+
 def trial_counts(study: optuna.Study) -> dict[str, int]:
     counts = Counter(trial.state.name.lower() for trial in study.get_trials(deepcopy=False))
     return {state: counts.get(state, 0) for state in ("complete", "pruned", "fail", "running", "waiting")}
@@ -335,6 +347,7 @@ def write(
         verdict(rows),
         *(ablation.describe(found) if found else []),
         *([describe_kd_tuned(kd_tuned)] if kd_tuned and any(row.name == KD_TUNED for row in rows) else []),
+        *_versus_kd_tuned(rows),
         cost_line,
         f"trials: {counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed",
         fidelity_line,

@@ -13,7 +13,7 @@ from augsearch.ablation import split
 from augsearch.errors import UserError
 from augsearch.fair import ROWS, expand, parse_kinds, parse_rows
 from augsearch.pipeline import RetrainOptions, RunOptions, retrain, run
-from augsearch.report import Row
+from augsearch.report import Row, _versus_kd_tuned, verdict
 from augsearch.space import load_space
 from augsearch.trials import finished
 
@@ -190,3 +190,17 @@ def test_the_space_says_which_kd_settings_the_baselines_get(tmp_path):
 
     with pytest.raises(UserError, match=r"space.yaml: baselines.kd: expected a list of fixed, searched"):
         load_space(str(smoke_variant(tmp_path, bad)))
+
+
+def test_the_report_sets_the_searched_policy_against_kd_tuned_too():
+    # differences 0.02, 0.01, 0.02: mean 0.01667, sd 0.00577, half-width 4.3027 * 0.00577 / sqrt(3) = 0.01434
+    rows = [
+        _row("searched (trial 5)", "searched", [0.90, 0.91, 0.92]),
+        _row("kd-tuned", "baseline", [0.88, 0.90, 0.90]),
+        _row("none", "baseline", [0.95, 0.95, 0.95]),
+    ]
+    (line,) = _versus_kd_tuned(rows)
+    assert line.startswith("searched policy vs kd-tuned (KD alone searched, same trials): +1.67 points")
+    assert "95% interval [+0.23, +3.10]: the searched policy beats it at 95%" in line
+    assert "best baseline (none)" in verdict(rows)  # the verdict itself: against the strongest baseline
+    assert _versus_kd_tuned(rows[:2]) == []  # kd-tuned is the strongest: the verdict already says it
