@@ -38,14 +38,19 @@ RANDAUGMENT_N, RANDAUGMENT_M = 2, 0.3  # ops per image, magnitude (M=9 of RandAu
 
 @dataclass(frozen=True)
 class Candidate:
-    """A policy to retrain: name, pipeline (None: no augmentation), KD settings (None: no KD), and the
-    batch mixing applied after the pipeline (none for every baseline)."""
+    """A policy to retrain: name, pipeline (None: no augmentation), KD settings (None: no KD), the
+    batch mixing applied after the pipeline (none for every baseline), and where its KD settings
+    come from."""
 
     name: str
     transform: A.Compose | None
     kd: KDSettings | None
     trial: int | None = None
     mix: MixSettings = NO_MIXING
+    # None: "searched" for a trial's policy, else "baseline"; "ablation" for augsearch/fair.py's
+    # searched+fixed-kd row (reported, never the verdict's rival)
+    kind: str | None = None
+    kd_source: str | None = None  # "fixed", "searched" or "kd-tuned" (augsearch/fair.py); None: as before
 
 
 def parse_baselines(text: str) -> tuple[str, ...]:

@@ -98,8 +98,17 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--seeds", type=int, default=3, help="seeds per policy, shared by all (default: 3)")
     retrain.add_argument(
         "--baselines", default="all", help="all, or a comma list of none, standard, randaugment, "
-        "trivialaugment, student-alone (default: all); an empty string for none"
+        "trivialaugment, student-alone, NAME+searched-kd, kd-tuned, searched+fixed-kd (default: all); "
+        "an empty string for none"
     )  # fmt: skip
+    retrain.add_argument(
+        "--baselines-kd", help="KD settings of the KD baselines named: fixed, searched or fixed,searched "
+        "(default: the space's baselines.kd, else fixed; `all` runs both)"
+    )  # fmt: skip
+    retrain.add_argument("--student", help="transfer: retrain the policy and baselines on this student")
+    retrain.add_argument(
+        "--teacher-checkpoint", type=Path, help="transfer: distil from this teacher state dict instead"
+    )
     retrain.add_argument("--top", type=int, default=1, help="retrain the best N trials (default: 1)")
     retrain.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     retrain.add_argument("--data-dir", type=Path, help="where datasets are looked up")
@@ -182,11 +191,15 @@ def _worker(args: argparse.Namespace) -> None:
 
 
 def _retrain(args: argparse.Namespace) -> None:
-    from augsearch.baselines import parse_baselines
+    from augsearch.fair import parse_kinds, parse_rows
     from augsearch.pipeline import RetrainOptions, retrain
 
-    print(retrain(_options(RetrainOptions, args, baselines=parse_baselines(args.baselines))))
-    print(f"report in {args.studies_dir / args.study}/report.md")
+    kinds = None if args.baselines_kd is None else parse_kinds(args.baselines_kd)
+    options = _options(RetrainOptions, args, baselines=parse_rows(args.baselines), baselines_kd=kinds)
+    print(retrain(options))
+    transfer = args.student is not None or args.teacher_checkpoint is not None
+    where = "transfer/*/report.md" if transfer else "report.md"
+    print(f"report in {args.studies_dir / args.study}/{where}")
 
 
 def _report(args: argparse.Namespace) -> None:

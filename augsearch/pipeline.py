@@ -23,15 +23,20 @@ from augsearch.bounded import parse_json, read_bounded
 from augsearch.data import load_dataset, validation_split
 from augsearch.errors import UserError
 from augsearch.export import export_best, load_policy
+from augsearch.fair import KD_TUNED, expand
+from augsearch.kdtuned import as_dict as kd_tuned_dict
+from augsearch.kdtuned import kd_tuned
+from augsearch.lineup import lineup
 from augsearch.owner import own_study, release_study, share_study
 from augsearch.policy import build_transform, trial_policy
 from augsearch.preview import GridSpec, grid_size, preview_images, render_grid
-from augsearch.retrain import candidates, load_runs, retrain_all
+from augsearch.retrain import load_runs, retrain_all
 from augsearch.settings import Space
 from augsearch.space import load_space
 from augsearch.storage import load_stored_study, local_storage, requeue_interrupted
 from augsearch.study import make_objective, open_study
 from augsearch.teacher import checkpoint_sha256
+from augsearch.transfer import Target, transfer_target
 from augsearch.trials import finished, optimize
 from augsearch.warmstart import enqueue_warm_starts
 from augsearch.workers import SpawnOptions, WorkersFailed, describe_exit, spawn_workers
@@ -70,6 +75,9 @@ class RetrainOptions:
     top: int = 1
     device: str = "auto"
     data_dir: Path | None = None
+    baselines_kd: tuple[str, ...] | None = None  # fixed/searched KD for the KD baselines; None: the space's
+    student: str | None = None  # transfer: retrain on this student (augsearch/transfer.py)
+    teacher_checkpoint: Path | None = None  # transfer: distil from this teacher file
 
 
 def _progress_line(bar: tqdm) -> Any:
@@ -177,7 +185,13 @@ def run(options: RunOptions) -> tuple[str, Path]:
     release_study(name, storage)
     export_best(study, storage, study_dir / "best_policy.json")
     if options.retrain:
-        runs = candidates(study, workspace, 1, space.baselines.names)
+        names, kd_row = expand(space.baselines.names, space.baselines.kd), None
+        if KD_TUNED in names:  # asked for by the space: the KD-only search runs here (augsearch/kdtuned.py)
+            teacher_file, where = Path(teacher_info["source"]), options.studies_dir
+            kd_row, info = kd_tuned(study, workspace, teacher, teacher_file, where, options.storage)
+            tqdm.write(report.describe_kd_tuned(kd_tuned_dict(info)))
+            files.write_json(study_dir / "kd-tuned.json", kd_tuned_dict(info))
+        runs = lineup(study, workspace, 1, names, kd_row)
         retrain_all(runs, workspace, teacher, 1, None, study_dir, teacher_sha256)
     return _report(study, workspace, study_dir), study_dir
 
@@ -190,14 +204,26 @@ def retrain(options: RetrainOptions) -> str:
     workspace = workspace_of(study, options.data_dir, options.device)
     checkpoint = study.user_attrs.get("teacher_checkpoint")
     checkpoint = Path(checkpoint) if checkpoint else None
-    teacher, _ = teacher_for(workspace, options.studies_dir, checkpoint)
+    teacher, teacher_info = teacher_for(workspace, options.studies_dir, checkpoint)
     teacher_sha256 = checkpoint_sha256(workspace.space, checkpoint)
-    runs = candidates(study, workspace, options.top, options.baselines)
+    study_dir = options.studies_dir / options.study
+    names = expand(options.baselines, options.baselines_kd or workspace.space.baselines.kd)
+    target = Target(workspace, teacher, teacher_sha256, study_dir)
+    if options.student is not None or options.teacher_checkpoint is not None:  # checked before any work
+        target = transfer_target(target, options.student, options.teacher_checkpoint, options.studies_dir)
+    kd_row = None
+    if KD_TUNED in names:  # the KD-only search with the same trials, reused or run now (augsearch/kdtuned.py)
+        kd_row, info = kd_tuned(
+            study, workspace, teacher, Path(teacher_info["source"]), options.studies_dir, options.storage
+        )  # with the study's own student and teacher, also for a transfer
+        tqdm.write(report.describe_kd_tuned(kd_tuned_dict(info)))
+        files.write_json(target.folder / "kd-tuned.json", kd_tuned_dict(info))
+    runs = lineup(study, target.workspace, options.top, names, kd_row)
     if not runs:
         raise UserError(f"study '{options.study}' has no completed trial to retrain and no --baselines given")
-    study_dir = options.studies_dir / options.study
-    retrain_all(runs, workspace, teacher, options.seeds, options.epochs, study_dir, teacher_sha256)
-    return _report(study, workspace, study_dir)
+    workspace, folder = target.workspace, target.folder
+    retrain_all(runs, workspace, target.teacher, options.seeds, options.epochs, folder, target.sha256)
+    return _report(study, workspace, folder, workspace.space.student if folder != study_dir else None)
 
 
 @dataclass(frozen=True)
@@ -217,7 +243,7 @@ def report_only(options: ReportOptions) -> str:
     return _report(study, workspace, options.studies_dir / options.study)
 
 
-def _report(study: optuna.Study, workspace: Workspace, study_dir: Path) -> str:
+def _report(study: optuna.Study, workspace: Workspace, study_dir: Path, student: str | None = None) -> str:
     samples = None
     if any(trial.value is not None for trial in study.trials):
         policy = trial_policy(study.best_trial)
@@ -226,7 +252,7 @@ def _report(study: optuna.Study, workspace: Workspace, study_dir: Path) -> str:
         samples = render_grid(
             build_transform(policy), preview_images(data, val_index, workspace.seed), workspace.seed
         )
-    return report.write(study_dir, study, load_runs(study_dir), samples)
+    return report.write(study_dir, study, load_runs(study_dir), samples, student)
 
 
 def _is_policy_file(path: Path) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import math
 import warnings
 from collections import Counter
@@ -21,8 +22,9 @@ from typing import Any
 import numpy as np
 import optuna
 
-from augsearch import files
+from augsearch import ablation, files
 from augsearch.attributes import POLICY, PROXY_STDDEV, TEACHER_PASSES, TEACHER_PASSES_SAVED
+from augsearch.fair import KD_TUNED
 from augsearch.stats import paired_difference, seeds_needed, spearman_interval
 
 
@@ -45,6 +47,42 @@ class Row:
     ece: float | None = None  # mean expected calibration error (15 bins) over seeds; None for older runs
     nll: float | None = None  # mean negative log-likelihood over seeds; None for older runs
     teacher_saved: float | None = None  # share of teacher passes reused from clean images; None: no teacher
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON file augsearch wrote beside the report (kd-tuned.json), or None when there is none."""
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def describe_kd_tuned(info: dict[str, Any]) -> str:
+    """Where the kd-tuned row's KD settings came from (augsearch/kdtuned.py writes kd-tuned.json)."""
+    how = "reused" if info.get("reused") else f"{info.get('ran')} trial(s) run now"
+    return (
+        f"{KD_TUNED}: best of the first {info['trials']} finished trials (the main study's count) of KD-only "
+        f"study '{info['study']}' ({info['augmentation']} augmentation): trial {info['trial']}, "
+        f"KD {_describe_kd(info['kd'])}; {how}"
+    )
+
+
+ABLATION_DEFINITION = (
+    "gain = (searched policy + searched KD) - (b + fixed KD) = from KD settings + from augmentation, "
+    "where from KD settings = (b + searched KD) - (b + fixed KD) and from augmentation = (searched "
+    "policy + searched KD) - (b + searched KD); b is the KD baseline (none, standard, randaugment, "
+    "trivialaugment) strongest with the searched KD; each part is the mean of the per-seed differences "
+    "with its 95% paired t-interval (augsearch/ablation.py)."
+)
+
+
+def _versus_kd_tuned(rows: list[Row]) -> list[str]:
+    """The searched policy against ``kd-tuned`` alone (the same trial budget spent on KD settings only),
+    paired as the verdict is; nothing when that row was not retrained or is the verdict's rival already."""
+    searched_row = next((row for row in rows if row.kind == "searched"), None)
+    tuned = next((row for row in rows if row.name == KD_TUNED), None)
+    baselines = [row for row in rows if row.kind == "baseline"]
+    if searched_row is None or tuned is None or max(baselines, key=lambda row: row.mean) is tuned:
+        return []
+    text = verdict([searched_row, tuned])
+    return [text.replace(f"best baseline ({KD_TUNED})", f"{KD_TUNED} (KD alone searched, same trials)")]
 
 
 def trial_counts(study: optuna.Study) -> dict[str, int]:
@@ -267,10 +305,17 @@ def _plots(study: optuna.Study, rows: list[Row], study_dir: Path, samples: bytes
 
 
 def write(
-    study_dir: Path, study: optuna.Study, runs: list[dict[str, Any]], samples: bytes | None = None
+    study_dir: Path,
+    study: optuna.Study,
+    runs: list[dict[str, Any]],
+    samples: bytes | None = None,
+    student: str | None = None,
 ) -> str:
-    """Write every report file for the study and return the text printed on the terminal."""
+    """Write every report file for the study and return the text printed on the terminal.
+    ``student``: the student of a transfer (augsearch/transfer.py), when it is not the study's."""
     rows = summarise(runs)
+    found = ablation.split(rows)  # None unless the KD-fair rows were retrained (augsearch/ablation.py)
+    kd_tuned = _read_json(study_dir / "kd-tuned.json")
     teacher = study.user_attrs.get("teacher")
     cost = search_cost(study)
     searched_row = next((row for row in rows if row.kind == "searched"), None)
@@ -300,6 +345,9 @@ def write(
     lines = [
         table(rows, teacher),
         verdict(rows),
+        *(ablation.describe(found) if found else []),
+        *([describe_kd_tuned(kd_tuned)] if kd_tuned and any(row.name == KD_TUNED for row in rows) else []),
+        *_versus_kd_tuned(rows),
         cost_line,
         f"trials: {counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed",
         fidelity_line,
@@ -314,6 +362,8 @@ def write(
         f"Space `{study.user_attrs.get('space')}`, dataset `{study.user_attrs.get('dataset')}`, "
         f"student `{study.user_attrs.get('student')}`.",
         "",
+        *([f"**Transfer**: every row below retrained on student `{student}`.", ""] if student else []),
+        *(["Ablation: " + ABLATION_DEFINITION, ""] if found else []),
         "```",
         text,
         "```",
@@ -339,6 +389,12 @@ def write(
         "teacher": teacher,
         "plots": plots,
     }
+    if found:
+        summary["ablation"] = ablation.as_dict(found)
+    if kd_tuned:
+        summary["kd_tuned"] = kd_tuned
+    if student:
+        summary["transfer_student"] = student
     files.write_json(study_dir / "results.json", summary)
     files.write_text(study_dir / "report.md", "\n".join(markdown))
     return text

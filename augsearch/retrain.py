@@ -126,11 +126,14 @@ def retrain_run(
     )
     summary = {
         "name": candidate.name,
-        "kind": "searched" if candidate.trial is not None else "baseline",
+        "kind": candidate.kind or ("searched" if candidate.trial is not None else "baseline"),
         "trial": candidate.trial,
         "seed": seed,
         "student": space.student,
         "kd": candidate.kd.to_dict() if candidate.kd else None,
+        "kd_source": candidate.kd_source or ("searched" if candidate.trial is not None else "fixed")
+        if candidate.kd
+        else None,
         "mix": candidate.mix.to_dict(),
         "mixed_batches": result.mixed_batches,
         "teacher_passes": result.teacher_images,

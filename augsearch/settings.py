@@ -180,7 +180,7 @@ class ProxySettings:
 
 @dataclass(frozen=True)
 class BaselineSettings:
-    """``baselines: {names: [standard, student-alone], temperature: 4.0, alpha: 0.9}``.
+    """``baselines: {names: [standard, student-alone], temperature: 4.0, alpha: 0.9, kd: [fixed]}``.
 
     ``names`` are the baselines ``augsearch run`` retrains beside the searched policy (see
     ``augsearch/baselines.py``; ``augsearch retrain --baselines`` can ask for any); the KD baselines
@@ -190,6 +190,9 @@ class BaselineSettings:
     names: tuple[str, ...] = ()
     temperature: float = 4.0
     alpha: float = 0.9
+    # which KD settings the KD baselines are retrained with: "fixed" (above), "searched" (the best
+    # trial's: augsearch/fair.py), or both; ``augsearch retrain --baselines-kd`` overrides it
+    kd: tuple[str, ...] = ("fixed",)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from augsearch.bounds import (
 )
 from augsearch.data import SyntheticSpec
 from augsearch.errors import UserError
+from augsearch.fair import KD_KINDS, ROWS
 from augsearch.mixing import MIX_KINDS
 from augsearch.names import study_name_problem
 from augsearch.ops import OPS
@@ -442,12 +443,16 @@ def parse_space(raw: Any, path: Path, sha256: str) -> Space:
         base = top.sub("baselines")
         names = tuple(base.take("names", list, []))
         for name in names:
-            if name not in BASELINES:
-                base.fail("baselines.names", f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
+            if name not in ROWS:
+                base.fail("baselines.names", f"unknown baseline {name!r}; known: {', '.join(ROWS)}")
+        kinds = tuple(base.take("kd", list, ["fixed"]))
+        if not kinds or any(kind not in KD_KINDS for kind in kinds):
+            base.fail("baselines.kd", f"expected a list of {', '.join(KD_KINDS)}, got {kinds!r}")
         baselines = BaselineSettings(
             names,
             base.number("temperature", *_span(TEMPERATURE), 4.0),
             base.number("alpha", *_span(KD_ALPHA), 0.9),
+            tuple(dict.fromkeys(kinds)),
         )
         base.done()
 
