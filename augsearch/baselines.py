@@ -46,6 +46,7 @@ class Candidate:
     kd: KDSettings | None
     trial: int | None = None
     mix: MixSettings = NO_MIXING
+    policy: Policy | None = None  # a searched candidate's policy: its strength schedule is run (retrain.py)
 
 
 def parse_baselines(text: str) -> tuple[str, ...]:

@@ -25,11 +25,13 @@ from augsearch.attributes import (
     POLICY,
     POLICY_JSON,
     PRUNED_REASON,
+    STRENGTH,
     TEACHER_PASSES,
     TEACHER_PASSES_SAVED,
     WALL_SECONDS,
     WARM_START,
 )
+from augsearch.control import run_transform, strength_control
 from augsearch.data import ImageData
 from augsearch.distill import NonFiniteLoss, TrainResult, train_student
 from augsearch.errors import UserError
@@ -198,14 +200,20 @@ def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float]:
             screen(trial, transform, context.teacher, x_proxy, normalise, space.trial.batch_size, space.proxy)
         seed_everything(context.seed)
         student = build_model(space.student, **data.model_shape)
+        control = strength_control(policy)  # None for a constant schedule: the loader as it always was
         batches = make_loader(
-            x_sub, y_sub, build_transform(policy), space.trial.batch_size, normalise.runtime, context.seed
-        )
+            x_sub, y_sub, run_transform(policy, control), space.trial.batch_size, normalise.runtime,
+            context.seed, strength=None if control is None else control.knob,
+        )  # fmt: skip
+        # Only a run with a schedule passes one: a stand-in trainer (augsearch bench) needs no new argument.
+        scheduled = {} if control is None else {"control": control}
 
         def on_epoch(epoch: int, accuracy: float) -> None:
             # The step is the resource spent, epochs done (1, 2, ...): Hyperband's first rung is at step
             # min_resource = 1, which a 0-based step would put on the last epoch of a 2-epoch trial.
             trial.report(accuracy, epoch + 1)
+            if control is not None:  # the strength per epoch so far, pruned or not; constant: no attribute
+                trial.set_user_attr(STRENGTH, control.history)
             # After the last epoch the work is done: pruning then would only hide a finished result.
             # A warm start (augsearch/warmstart.py) runs to the end: the search must not lose a baseline.
             if epoch + 1 < space.trial.epochs and WARM_START not in trial.user_attrs and trial.should_prune():
@@ -227,6 +235,7 @@ def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float]:
                 description=f"trial {trial.number}",
                 mix=policy.mix,
                 clean=clean,
+                **scheduled,
             )
         except NonFiniteLoss as error:
             trial.set_user_attr(PRUNED_REASON, str(error))
