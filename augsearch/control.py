@@ -30,7 +30,9 @@ class StrengthControl:
         self.running: torch.Tensor | None = None  # the KD loss's running mean, on the device
         self._sum, self._count = 0.0, 0
         self.readings = 0  # controller steps taken (signals read)
+        self.changes = 0  # strength changes set on the knob: each rebuilds the pipeline once per loader copy
         self.history: list[float] = []  # the mean strength of each epoch ended so far
+        self.reached: list[float] = []  # the strength at the end of each epoch (0 or 1: clamped there)
 
     @property
     def adaptive(self) -> bool:
@@ -39,11 +41,14 @@ class StrengthControl:
     def begin_epoch(self, epoch: int, epochs: int, history: list[float]) -> None:
         """Set the epoch's strength. The controller carries its strength across epochs; a run resumed
         from a checkpoint carries on from the mean strength of its last recorded epoch."""
+        value = self.value
         if not self.adaptive:
-            self.value = strength_at(self.schedule, epoch, epochs)
+            value = strength_at(self.schedule, epoch, epochs)
         elif epoch > 0 and self.steps == 0 and history:
-            self.value = history[-1]
-        self.knob.set(self.value)
+            value = history[-1]
+        self.changes += value != self.value
+        self.value = value
+        self.knob.set(value)
         self._sum, self._count = 0.0, 0
 
     def observe(
@@ -68,12 +73,16 @@ class StrengthControl:
         else:
             signal = loss_ratio(kd.item(), (previous if previous is not None else kd).item())
         self.readings += 1
-        self.value = adjust(self.value, signal, self.schedule)
-        self.knob.set(self.value)
+        value = adjust(self.value, signal, self.schedule)
+        if value != self.value:
+            self.changes += 1
+            self.value = value
+            self.knob.set(value)
 
     def end_epoch(self) -> float:
         """The mean strength of the epoch's batches: what a replay applies to that epoch."""
         self.history.append(round(self._sum / self._count if self._count else self.value, 6))
+        self.reached.append(round(self.value, 6))
         return self.history[-1]
 
 

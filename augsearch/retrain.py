@@ -24,7 +24,7 @@ from torch import nn
 from augsearch import files, progress
 from augsearch.attributes import POLICY_JSON
 from augsearch.baselines import Candidate, baseline
-from augsearch.control import run_transform, strength_control
+from augsearch.control import StrengthControl, run_transform, strength_control
 from augsearch.distill import predict, train_student
 from augsearch.loader import make_loader
 from augsearch.models import build_model
@@ -153,7 +153,7 @@ def retrain_run(
         "images_per_second": round(result.images_per_second, 1),
         "train_loss": [round(v, 5) for v in result.train_loss],
         "transform": A.to_dict(candidate.transform) if candidate.transform else None,
-        **({} if control is None else {"schedule": control.schedule.to_dict(), "strength": result.strength}),
+        **({} if control is None else _strength_record(control, result.strength)),
         "device": workspace.runtime.describe(),
         "torch": torch.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -161,6 +161,13 @@ def retrain_run(
     files.write_json(record, summary)
     checkpoint.unlink(missing_ok=True)
     return summary
+
+
+def _strength_record(control: StrengthControl, strength: list[float]) -> dict[str, Any]:
+    """A scheduled run's schedule and its strength per epoch: the mean (what a replay applies) and the
+    value at the epoch's end (resumed epochs: only the mean was kept)."""
+    reached = [None] * (len(strength) - len(control.reached)) + control.reached
+    return {"schedule": control.schedule.to_dict(), "strength": strength, "strength_reached": reached}
 
 
 def retrain_all(

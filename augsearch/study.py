@@ -26,6 +26,7 @@ from augsearch.attributes import (
     POLICY_JSON,
     PRUNED_REASON,
     STRENGTH,
+    STRENGTH_REACHED,
     TEACHER_PASSES,
     TEACHER_PASSES_SAVED,
     WALL_SECONDS,
@@ -214,6 +215,7 @@ def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float]:
             trial.report(accuracy, epoch + 1)
             if control is not None:  # the strength per epoch so far, pruned or not; constant: no attribute
                 trial.set_user_attr(STRENGTH, control.history)
+                trial.set_user_attr(STRENGTH_REACHED, control.reached)
             # After the last epoch the work is done: pruning then would only hide a finished result.
             # A warm start (augsearch/warmstart.py) runs to the end: the search must not lose a baseline.
             if epoch + 1 < space.trial.epochs and WARM_START not in trial.user_attrs and trial.should_prune():

@@ -15,7 +15,8 @@ import pytest
 import torch
 from conftest import smoke_variant
 
-from augsearch.attributes import POLICY_JSON, STRENGTH
+from augsearch import report
+from augsearch.attributes import POLICY_JSON, STRENGTH, STRENGTH_REACHED
 from augsearch.cli import main
 from augsearch.control import StrengthControl, run_transform, strength_control
 from augsearch.data import load_dataset
@@ -30,6 +31,7 @@ from augsearch.schedule import CONSTANT, Schedule, adjust, replay, strength_at, 
 from augsearch.settings import Stage
 from augsearch.space import load_space
 from augsearch.storage import default_storage
+from augsearch.strength_report import strength_curves, strength_lines
 from augsearch.study import make_objective, make_sampler
 from augsearch.warmstart import warm_start_params
 from augsearch.workspace import Workspace, trial_context
@@ -366,3 +368,31 @@ def test_strength_knob_is_shared_memory():
     assert knob._value.is_shared()
     knob.set(0.75)
     assert knob.value == 0.75
+
+
+# --- the report ------------------------------------------------------------------------------------
+
+
+def test_the_report_plots_the_strength_beside_the_accuracy_and_shows_a_clamped_controller(tmp_path):
+    study = optuna.create_study(direction="maximize")
+    for value, strength, reached in ((0.8, [0.7, 1.0], [1.0, 1.0]), (0.6, [0.5, 0.3], [0.4, 0.2])):
+        trial = study.ask()
+        trial.set_user_attr(POLICY_JSON, dataclasses.replace(POLICY, schedule=ADAPTIVE).to_dict())
+        trial.set_user_attr(STRENGTH, strength)
+        trial.set_user_attr(STRENGTH_REACHED, reached)
+        trial.report(value - 0.1, 1)
+        trial.report(value, 2)
+        study.tell(trial, value)
+    plain = study.ask()
+    study.tell(plain, 0.7)  # a constant-schedule trial: no strength, no curve
+    run = {"name": "searched (trial 0)", "seed": 0, "schedule": ADAPTIVE.to_dict(), "strength": [0.9, 1.0]}
+    curves = strength_curves(study, [run, {"name": "standard", "seed": 0}])
+    assert [curve.name for curve in curves] == ["trial 0", "trial 1", "searched (trial 0) seed 0"]
+    assert curves[0].accuracy == pytest.approx((0.7, 0.8)) and curves[0].clamped == 2 and curves[2].accuracy == ()
+    lines = strength_lines(curves)
+    assert "strength per epoch: 0.70 1.00; clamped at a bound at the end of 2 of 2 epochs" in lines[0]
+    assert "clamped" not in lines[1]
+    text = report.write(tmp_path, study, [])
+    markdown = (tmp_path / "report.md").read_text()
+    assert "## Augmentation strength" in markdown and "![strength.png](strength.png)" in markdown
+    assert (tmp_path / "strength.png").stat().st_size > 0 and isinstance(text, str)
