@@ -38,11 +38,12 @@ from augsearch.distill import NonFiniteLoss, TrainResult, train_student
 from augsearch.errors import UserError
 from augsearch.loader import Normaliser, make_loader
 from augsearch.models import build_model
-from augsearch.policy import build_transform, sample_policy, sample_training
+from augsearch.policy import build_transform, build_transform_at, sample_policy, sample_training
 from augsearch.preview import artifact_store, attach, preview_images, render_grid
 from augsearch.proxy import proxy_images, screen
 from augsearch.reuse import clean_outputs
 from augsearch.runtime import seed_everything
+from augsearch.schedule import strength_at
 from augsearch.settings import Space
 from augsearch.storage import open_storage
 
@@ -197,7 +198,8 @@ def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float]:
         if store is not None:  # what the policy does to fixed images, for optuna-dashboard (preview.py)
             attach(trial, store, render_grid(build_transform(policy), preview, context.seed), policy)
         if batches_for_proxy:  # T. stddev before training; may prune at step 0 (augsearch/proxy.py)
-            transform = build_transform(policy, seed=context.seed)
+            # at the strength the run starts at (1 for the constant schedule: build_transform itself)
+            transform = build_transform_at(policy, strength_at(policy.schedule, 0, 1), seed=context.seed)
             screen(trial, transform, context.teacher, x_proxy, normalise, space.trial.batch_size, space.proxy)
         seed_everything(context.seed)
         student = build_model(space.student, **data.model_shape)

@@ -388,7 +388,11 @@ def test_the_report_plots_the_strength_beside_the_accuracy_and_shows_a_clamped_c
     run = {"name": "searched (trial 0)", "seed": 0, "schedule": ADAPTIVE.to_dict(), "strength": [0.9, 1.0]}
     curves = strength_curves(study, [run, {"name": "standard", "seed": 0}])
     assert [curve.name for curve in curves] == ["trial 0", "trial 1", "searched (trial 0) seed 0"]
-    assert curves[0].accuracy == pytest.approx((0.7, 0.8)) and curves[0].clamped == 2 and curves[2].accuracy == ()
+    assert (
+        curves[0].accuracy == pytest.approx((0.7, 0.8))
+        and curves[0].clamped == 2
+        and curves[2].accuracy == ()
+    )
     lines = strength_lines(curves)
     assert "strength per epoch: 0.70 1.00; clamped at a bound at the end of 2 of 2 epochs" in lines[0]
     assert "clamped" not in lines[1]
