@@ -342,6 +342,7 @@ def train_student(
             control.begin_epoch(epoch, settings.epochs, result.strength)
         start = time.perf_counter()
         running, count = torch.zeros((), device=runtime.device), 0
+        kd_now = None if kd is None else kd.at_epoch(epoch, settings.epochs)  # T's schedule; constant: kd
         steps = progress.bar(batches, desc=f"{description} epoch {epoch + 1}/{settings.epochs}", leave=False)
         for step, (images, labels, *where) in enumerate(steps):
             images, labels = normalise(images), labels.to(runtime.device, non_blocking=True)
@@ -361,7 +362,7 @@ def train_student(
                 result.teacher_images += len(labels)
             with runtime.autocast():
                 logits = student(images)
-            loss = distillation_loss(logits, targets, labels, kd if use_teacher else None, labels_b, lam)
+            loss = distillation_loss(logits, targets, labels, kd_now if use_teacher else None, labels_b, lam)
             optimiser.zero_grad(set_to_none=True)
             loss["total"].backward()
             optimiser.step()

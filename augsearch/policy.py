@@ -110,6 +110,7 @@ class KDSettings:
     alpha: float
     loss: str = "hinton"
     beta: float | None = None
+    temperature_end: float | None = None  # None: T constant; else linear from temperature (at_epoch)
 
     def __post_init__(self) -> None:
         if self.loss not in KD_LOSSES:
@@ -120,6 +121,19 @@ class KDSettings:
         KD_ALPHA.check("KD alpha", self.alpha)
         if self.beta is not None:
             DKD_BETA.check("DKD beta", self.beta)
+        if self.temperature_end is not None:
+            TEMPERATURE.check("KD temperature_end", self.temperature_end)
+
+    def at_epoch(self, epoch: int, epochs: int) -> KDSettings:
+        """The settings of epoch ``epoch`` (0-based) of ``epochs``: ``self`` for a constant temperature;
+        with ``temperature_end``, T moves linearly from ``temperature`` (first epoch) to it (last). A
+        fixed curriculum over T in the spirit of CTKD (Li et al., AAAI 2023, "Curriculum Temperature for
+        Knowledge Distillation"), which learns T adversarially with a difficulty that rises over training;
+        here the two ends are searched instead, and T² keeps scaling the KD term (Hinton et al. 2015)."""
+        if self.temperature_end is None:
+            return self
+        share = epoch / (epochs - 1) if epochs > 1 else 0.0
+        return replace(self, temperature=self.temperature + (self.temperature_end - self.temperature) * share)
 
     @property
     def distils(self) -> bool:
@@ -129,17 +143,20 @@ class KDSettings:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; ``beta`` only when set, so Hinton settings read as they always have."""
         data: dict[str, Any] = {"loss": self.loss, "temperature": self.temperature, "alpha": self.alpha}
+        if self.temperature_end is not None:  # only a linear temperature schedule: others read as before
+            data["temperature_end"] = self.temperature_end
         return data if self.beta is None else data | {"beta": self.beta}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> KDSettings:
         """The inverse of :meth:`to_dict`; files without ``loss`` or ``beta`` are Hinton's."""
-        beta = data.get("beta")
+        beta, end = data.get("beta"), data.get("temperature_end")
         return cls(
             float(data["temperature"]),
             float(data["alpha"]),
             str(data.get("loss", "hinton")),
             None if beta is None else float(beta),
+            None if end is None else float(end),
         )
 
 
@@ -176,7 +193,8 @@ class Policy:
         if len(lines) == 1:
             lines.append("(no searched ops)")
         beta = "" if self.kd.beta is None else f", beta={self.kd.beta:.2f}"
-        lines.append(f"KD: {self.kd.loss}, T={self.kd.temperature:.2f}, alpha={self.kd.alpha:.2f}{beta}")
+        end = "" if self.kd.temperature_end is None else f" -> {self.kd.temperature_end:.2f} (linear)"
+        lines.append(f"KD: {self.kd.loss}, T={self.kd.temperature:.2f}{end}, alpha={self.kd.alpha:.2f}{beta}")
         if self.mix.active:
             lines.append(f"mixing: {self.mix.kind}, p={self.mix.p:.2f}, alpha={self.mix.alpha:.2f}")
         if not self.schedule.constant:
@@ -290,6 +308,16 @@ def sample_training(trial: optuna.Trial, space: Space) -> TrainSettings:
     return settings
 
 
+def _temperature_end(trial: optuna.Trial, space: Space) -> float | None:
+    """The KD temperature's schedule: None (constant) or the last epoch's T (``temperature_end``,
+    suggested only in trials whose ``temperature_schedule`` is linear)."""
+    kinds = space.kd.temperature_schedules
+    kind = kinds[0] if len(kinds) == 1 else trial.suggest_categorical("temperature_schedule", list(kinds))
+    if kind == "constant" or space.kd.temperature_end is None:
+        return None
+    return _suggest(trial, "temperature_end", space.kd.temperature_end)
+
+
 def sample_policy(trial: optuna.Trial, space: Space, channels: int) -> Policy:
     """Ask the trial for every searched value of ``space``: its structure's ops, erasing, the fixed
     stages' switch, the batch mixing and the KD settings (parameter names: see the module docstring)."""
@@ -324,7 +352,7 @@ def sample_policy(trial: optuna.Trial, space: Space, channels: int) -> Policy:
     alpha = _suggest(trial, "alpha", space.kd.alpha)
     # β exists only for DKD: a conditional parameter, absent from the trials that chose Hinton.
     beta = _suggest(trial, "beta", space.kd.beta) if loss == "dkd" and space.kd.beta else None
-    kd = KDSettings(temperature, alpha, loss, beta)
+    kd = KDSettings(temperature, alpha, loss, beta, _temperature_end(trial, space))
     schedule = sample_schedule(trial, space.schedule)
     return Policy(fixed, ops, kd, mix, subpolicies, randaugment, trivial, erasing, schedule)
 

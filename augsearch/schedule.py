@@ -62,6 +62,7 @@ from augsearch.settings import IntRange, Range, ScheduleSpace
 KINDS = ("constant", "linear", "adaptive", "replay")
 SEARCHED_KINDS = ("constant", "linear", "adaptive")  # what a space may search; replay comes from a file
 SIGNALS = ("agreement", "kd_loss")
+TEMPERATURE_SCHEDULES = ("constant", "linear")  # kd.temperature_schedule (augsearch/policy.py: KDSettings)
 # The set-point's bound for each signal, and which way s moves when the signal is above it (+1: harder).
 TARGET_BOUNDS: dict[str, Bound] = {"agreement": AGREEMENT_TARGET, "kd_loss": LOSS_RATIO_TARGET}
 DIRECTION = {"agreement": 1.0, "kd_loss": -1.0}

@@ -159,6 +159,10 @@ class KDSpace:
     alpha: Range
     losses: tuple[str, ...] = ("hinton",)
     beta: Range | None = None
+    # ``temperature_schedule: constant | linear`` (or both: categorical); linear anneals T from
+    # ``temperature`` on the first epoch to ``temperature_end`` on the last (KDSettings.at_epoch)
+    temperature_schedules: tuple[str, ...] = ("constant",)
+    temperature_end: Range | None = None
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,13 @@ from augsearch.errors import UserError
 from augsearch.mixing import MIX_KINDS
 from augsearch.names import study_name_problem
 from augsearch.ops import OPS
-from augsearch.schedule import DEFAULT_TARGETS, SEARCHED_KINDS, SIGNALS, TARGET_BOUNDS
+from augsearch.schedule import (
+    DEFAULT_TARGETS,
+    SEARCHED_KINDS,
+    SIGNALS,
+    TARGET_BOUNDS,
+    TEMPERATURE_SCHEDULES,
+)
 from augsearch.settings import (
     KD_LOSSES,
     PRUNERS,
@@ -393,7 +399,11 @@ def _kd(reader: _Reader) -> KDSpace:
     if "dkd" not in losses and "beta" in reader.raw:
         reader.fail("kd.beta", "only the dkd loss has beta; add dkd to kd.loss or remove beta")
     beta = reader.range("beta", *_span(DKD_BETA)) if "dkd" in losses else None
-    return KDSpace(temperature, alpha, losses, beta)
+    schedules = _kinds(reader, "temperature_schedule", TEMPERATURE_SCHEDULES, "constant")
+    if "linear" not in schedules and "temperature_end" in reader.raw:
+        reader.fail("kd.temperature_end", "only a linear kd.temperature_schedule has temperature_end")
+    end = reader.range("temperature_end", *_span(TEMPERATURE)) if "linear" in schedules else None
+    return KDSpace(temperature, alpha, losses, beta, schedules, end)
 
 
 def parse_space(raw: Any, path: Path, sha256: str) -> Space:

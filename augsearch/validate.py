@@ -365,6 +365,8 @@ def _check_kd(kd: Any, file: Path) -> None:
         _fail(file, "kd.beta", f"only the dkd loss has beta (loss {loss!r})")
     for key, bound in bounds.items():
         _check_number(kd.get(key), bound, f"kd.{key}", file)
+    if "temperature_end" in kd:  # a linear temperature schedule (KDSettings.at_epoch)
+        _check_number(kd["temperature_end"], TEMPERATURE, "kd.temperature_end", file)
 
 
 def _check_schedule(schedule: Any, file: Path) -> None:

@@ -86,6 +86,8 @@ def warm_start_problem(name: str, space: Space) -> str | None:
         return "it mixes no batches, which needs none among mixing.kinds"
     if "constant" not in space.schedule.kinds:
         return "it runs at constant strength, which needs constant among schedule.kind"
+    if "constant" not in kd.temperature_schedules:
+        return "it keeps T constant, which needs constant among kd.temperature_schedule"
     return _augmentation_problem(name, space)
 
 
@@ -128,6 +130,8 @@ def warm_start_params(name: str, space: Space, channels: int) -> dict[str, Any]:
         params["kd_loss"] = "hinton"
     if len(space.schedule.kinds) > 1:
         params["schedule_kind"] = "constant"
+    if len(kd.temperature_schedules) > 1:
+        params["temperature_schedule"] = "constant"
     temperature = min(max(settings.temperature, kd.temperature.low), kd.temperature.high)
     _searched(params, "temperature", temperature, kd.temperature)
     _searched(params, "alpha", 0.0 if name == "student-alone" else settings.alpha, kd.alpha)

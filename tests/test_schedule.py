@@ -15,6 +15,7 @@ import pytest
 import torch
 from conftest import smoke_variant
 
+from augsearch import distill as distill_module
 from augsearch import report
 from augsearch.attributes import POLICY_JSON, STRENGTH, STRENGTH_REACHED
 from augsearch.cli import main
@@ -25,7 +26,15 @@ from augsearch.errors import UserError
 from augsearch.export import export_best, load_policy, policy_document, write_policy
 from augsearch.loader import Normaliser, Strength, make_loader
 from augsearch.models import build_model
-from augsearch.policy import KDSettings, OpChoice, Policy, build_transform, build_transform_at, scale_policy
+from augsearch.policy import (
+    KDSettings,
+    OpChoice,
+    Policy,
+    build_transform,
+    build_transform_at,
+    sample_policy,
+    scale_policy,
+)
 from augsearch.runtime import resolve
 from augsearch.schedule import CONSTANT, Schedule, adjust, replay, strength_at, with_trajectory
 from augsearch.settings import Stage
@@ -400,3 +409,63 @@ def test_the_report_plots_the_strength_beside_the_accuracy_and_shows_a_clamped_c
     markdown = (tmp_path / "report.md").read_text()
     assert "## Augmentation strength" in markdown and "![strength.png](strength.png)" in markdown
     assert (tmp_path / "strength.png").stat().st_size > 0 and isinstance(text, str)
+
+
+# --- the KD temperature's schedule -----------------------------------------------------------------
+
+
+def test_a_linear_temperature_moves_from_its_start_to_its_end_and_is_used_per_epoch(monkeypatch, tmp_path):
+    kd = KDSettings(2.0, 0.5, temperature_end=6.0)
+    assert [kd.at_epoch(e, 3).temperature for e in range(3)] == [2.0, 4.0, 6.0]
+    assert KDSettings(2.0, 0.5).at_epoch(2, 3) == KDSettings(2.0, 0.5)  # constant: the settings themselves
+    assert (
+        KDSettings.from_dict(kd.to_dict()) == kd and "temperature_end" not in KDSettings(2.0, 0.5).to_dict()
+    )
+    seen = []
+    real = distill_module.distillation_loss
+    monkeypatch.setattr(
+        distill_module, "distillation_loss", lambda *a, **k: (seen.append(a[3].temperature), real(*a, **k))[1]
+    )
+    x, y = _tiny_data(32)
+    runtime = resolve("cpu", 0)
+    settings = dataclasses.replace(load_space("smoke").trial, epochs=3, batch_size=16)
+    teacher, student = (
+        build_model(n, in_channels=1, num_classes=4, image_size=12) for n in ("cnn-small", "cnn-tiny")
+    )
+    loader = make_loader(x, y, None, 16, runtime, 0)
+    train_student(student, loader, settings, Normaliser.fit(x, runtime), teacher, kd)
+    assert seen == [2.0, 2.0, 4.0, 4.0, 6.0, 6.0]  # two batches per epoch
+    path = write_policy(tmp_path / "p.json", dataclasses.replace(POLICY, kd=kd), {}) and tmp_path / "p.json"
+    assert load_policy(path).kd == kd
+
+
+def test_the_space_searches_the_temperature_schedule_and_warm_starts_keep_it_constant(tmp_path):
+    def mutate(raw):
+        raw["kd"] |= {
+            "temperature_schedule": ["constant", "linear"],
+            "temperature_end": {"low": 1.0, "high": 8.0},
+        }
+        raw["study"]["warm_starts"] = ["standard"]
+
+    space = load_space(str(smoke_variant(tmp_path, mutate)))
+    assert space.kd.temperature_schedules == ("constant", "linear")
+    assert warm_start_params("standard", space, 1)["temperature_schedule"] == "constant"
+    study = optuna.create_study()
+    study.enqueue_trial({"temperature_schedule": "linear", "temperature_end": 7.0})
+    assert sample_policy(study.ask(), space, 1).kd.temperature_end == 7.0
+
+
+@pytest.mark.parametrize(
+    ("kd", "where"),
+    [
+        ({"temperature_schedule": "cosine"}, "kd.temperature_schedule"),
+        ({"temperature_end": 4.0}, "kd.temperature_end"),  # without a linear schedule
+        ({"temperature_schedule": "linear", "temperature_end": 500.0}, "kd.temperature_end"),
+        ({"temperature_schedule": "linear"}, "kd.temperature_end"),  # missing
+    ],
+)
+def test_a_bad_temperature_schedule_exits_2_naming_the_key_path(tmp_path, kd, where):
+    path = smoke_variant(tmp_path, lambda raw: raw["kd"].update(kd))
+    with pytest.raises(UserError, match=f"{path}: {where}:"):
+        load_space(str(path))
+    assert main(["validate", str(path)]) == 2
