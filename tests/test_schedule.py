@@ -26,6 +26,7 @@ from augsearch.errors import UserError
 from augsearch.export import export_best, load_policy, policy_document, write_policy
 from augsearch.loader import Normaliser, Strength, make_loader
 from augsearch.models import build_model
+from augsearch.pipeline import validate_file
 from augsearch.policy import (
     KDSettings,
     OpChoice,
@@ -220,6 +221,7 @@ def test_policy_file_round_trip_with_an_adaptive_schedule_and_its_trajectory(tmp
     assert "schedule" not in document["policy"]
     loaded = load_policy(path)
     assert loaded.policy == policy and loaded.schedule.kind == "adaptive"
+    assert "; strength adaptive from 0.50, agreement toward 0.60" in validate_file(str(path))
     assert [loaded.strength_at(e, 3) for e in range(3)] == [0.5, 0.7, 1.0]
     assert [loaded.strength_at(e, 6) for e in range(6)] == [0.5, 0.5, 0.7, 0.7, 1.0, 1.0]
     assert A.to_dict(loaded.transform_at(1.0)) == A.to_dict(loaded.transform)  # the stored pipeline = 1
