@@ -18,3 +18,5 @@ IMAGES_PER_SECOND = "images_per_second"
 TEACHER_PASSES = "teacher_passes"  # images the teacher's outputs were needed for in the trial's training
 TEACHER_PASSES_SAVED = "teacher_passes_saved"  # of those, outputs reused from clean images (reuse.py)
 WORKER = "worker"  # host:pid of the process that ran it
+STRENGTH = "strength"  # mean augmentation strength per epoch, non-constant schedules only (control.py)
+STRENGTH_REACHED = "strength_reached"  # the strength at the end of each epoch (a bound: clamped there)

@@ -51,6 +51,7 @@ class Candidate:
     # searched+fixed-kd row (reported, never the verdict's rival)
     kind: str | None = None
     kd_source: str | None = None  # "fixed", "searched" or "kd-tuned" (augsearch/fair.py); None: as before
+    policy: Policy | None = None  # a searched candidate's policy: its strength schedule is run (retrain.py)
 
 
 def parse_baselines(text: str) -> tuple[str, ...]:

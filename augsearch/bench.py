@@ -13,6 +13,8 @@ batch size, a representative policy) it measures, each after a warm-up that is n
     as the runtime does it (the teacher's outputs on unchanged images reused, :mod:`augsearch.reuse`,
     from clean outputs kept before the clock starts, as a study's later trials find them), with the
     share of the teacher's passes the reuse saved; the same without the reuse; and with policy ``none``;
+    and for one policy sampled from the space, at constant strength and under an adaptive strength
+    controller (augsearch/schedule.py), back to back: the controller's cost;
 (e) a naive loop in the style of a first KD script: each image augmented in the training loop in the
     main process by calling the plain ``Compose`` (``transform(image=...)``, not the loader's compiled
     path) and made a CHW float tensor as torchvision's ``ToTensor`` does, the batch stacked from them
@@ -58,6 +60,7 @@ import optuna
 import torch
 
 from augsearch.compiled import compile_pipeline
+from augsearch.control import StrengthControl, run_transform, strength_control
 from augsearch.data import load_dataset, stand_in
 from augsearch.distill import (
     TrainResult,
@@ -72,11 +75,19 @@ from augsearch.distill import (
 from augsearch.loader import Batch, Normaliser, augment, make_loader
 from augsearch.models import build_model
 from augsearch.ops import make_erasing, make_op
-from augsearch.policy import KDSettings, op_choices, randaugment_block, trivial_block
+from augsearch.policy import (
+    KDSettings,
+    build_transform,
+    op_choices,
+    randaugment_block,
+    sample_policy,
+    trivial_block,
+)
 from augsearch.proxy import proxy_images, teacher_stddev
 from augsearch.reuse import CleanOutputs
 from augsearch.runtime import Runtime, resolve, seed_everything
-from augsearch.settings import Space, TrainSettings
+from augsearch.schedule import Schedule
+from augsearch.settings import Range, ScheduleSpace, Space, TrainSettings
 from augsearch.space import load_space
 from augsearch.storage import default_storage, open_storage
 from augsearch.study import TrialContext, make_objective, make_pruner, make_sampler
@@ -247,8 +258,12 @@ class _TrialStep:
         self.normalise, self.teacher, self.kd, self.seed = normalise, teacher, kd, seed
         self.student: torch.nn.Module | None = None
 
-    def rate(self, transform, reuse: bool) -> tuple[float, float | None, float | None]:
-        """Images per second, the share of teacher passes saved, and the GPU's mean utilisation."""
+    def rate(
+        self, transform, reuse: bool, control: StrengthControl | None = None
+    ) -> tuple[float, float | None, float | None]:
+        """Images per second, the share of teacher passes saved, and the GPU's mean utilisation.
+        With ``control`` (a strength schedule, augsearch/control.py) the loader rebuilds ``transform``'s
+        policy at each new strength, as a scheduled trial's does."""
         runtime = self.normalise.runtime
         clean = None
         if reuse:
@@ -257,14 +272,62 @@ class _TrialStep:
             clean.fill(self.x, self.normalise, self.settings.batch_size, run)
         seed_everything(self.seed)
         self.student = build_model(self.space.student, **self.shape)
-        loader = make_loader(self.x, self.y, transform, self.settings.batch_size, runtime, self.seed)
+        knob = None if control is None else control.knob
+        loader = make_loader(
+            self.x, self.y, transform, self.settings.batch_size, runtime, self.seed, strength=knob
+        )
         timed = _Timed(loader, WARMUP_BATCHES)
         with GpuUtilisation(runtime.device) as gpu:
             result = train_student(
-                self.student, timed, self.settings, self.normalise, self.teacher, self.kd, clean=clean
-            )
+                self.student, timed, self.settings, self.normalise, self.teacher, self.kd, clean=clean,
+                control=control,
+            )  # fmt: skip
             _sync(runtime)
         return timed.images / (time.perf_counter() - timed.start), result.teacher_saved_share, gpu.mean
+
+
+def bench_schedule(space: Space) -> Schedule:
+    """The controller the bench runs: the space's adaptive settings (its shortest interval, the middle
+    of its other ranges) or, for a space without one, ADA's set-point 0.6 of agreement, a step of 0.05
+    every 4 steps: a controller that acts often, so its cost shows."""
+    searched = space.schedule
+    if "adaptive" not in searched.kinds:
+        return Schedule("adaptive", initial=0.5, signal="agreement", target=0.6, step=0.05, interval=4)
+    signal = searched.signals[0]
+    target = searched.targets[signal]
+
+    def middle(value: Range) -> float:
+        return math.sqrt(value.low * value.high) if value.log else (value.low + value.high) / 2
+
+    return Schedule(
+        "adaptive", initial=middle(searched.initial), signal=signal, target=middle(target),
+        step=middle(searched.step), interval=searched.interval.low,
+    )  # fmt: skip
+
+
+def _controller_rates(
+    trial: _TrialStep, space: Space, channels: int, seed: int, reuse: bool
+) -> dict[str, Any]:
+    """(d) for one policy sampled from the space (fixed stages on), first at the constant schedule and
+    then under :func:`bench_schedule`'s controller, back to back in this run: what the controller costs
+    (signal reads, and a pipeline rebuilt at each new strength). The strength changes what the ops do,
+    so part of a difference can be the ops' own cost at another strength, not the controller's."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    study.enqueue_trial({"fixed_on": True} if space.fixed_searched else {})
+    plain = replace(space, schedule=ScheduleSpace())
+    policy = sample_policy(study.ask(), plain, channels)
+    constant = trial.rate(build_transform(policy), reuse)[0]
+    adaptive = replace(policy, schedule=bench_schedule(space))
+    control = strength_control(adaptive)
+    controlled = trial.rate(run_transform(adaptive, control), reuse, control)[0]
+    return {
+        "trial_step_sampled_img_s": constant,
+        "trial_step_controller_img_s": controlled,
+        "controller_cost": 1 - controlled / constant,
+        "controller_steps": control.readings,
+        "controller_strength_changes": control.changes,
+        "controller_final_strength": control.value,
+    }
 
 
 def _optuna_seconds_per_trial(context: TrialContext) -> float:
@@ -410,6 +473,8 @@ def bench(
     figures["teacher_saved_share"] = saved
     figures["trial_step_no_reuse_img_s"] = trial.rate(transform, reuse=False)[0]
     figures["trial_step_none_img_s"], figures["teacher_saved_share_none"], _ = trial.rate(None, reuse=True)
+    say("(d) again: a sampled policy at constant strength, then under the adaptive controller")
+    figures |= _controller_rates(trial, space, data.channels, seed, runtime.teacher_reuse)
     figures["efficiency"] = figures["trial_step_img_s"] / bound
     if runtime.device.type == "cpu":  # augmentation and the models share the same cores
         core_seconds = figures["cores"] / bound + max(1, runtime.loader_workers) / figures["augment_img_s"]
@@ -521,6 +586,14 @@ def format_figures(figures: dict[str, Any]) -> str:
         (
             "    policy none: d, teacher passes saved",
             f"{figures['trial_step_none_img_s']:,.0f} img/s, {_share(figures['teacher_saved_share_none'])}",
+        ),
+        (
+            "    sampled policy: constant / adaptive controller",
+            f"{figures['trial_step_sampled_img_s']:,.0f} / "
+            f"{figures['trial_step_controller_img_s']:,.0f} img/s "
+            f"({figures['controller_cost']:+.1%} cost; {figures['controller_steps']} controller steps, "
+            f"{figures['controller_strength_changes']} rebuilds, final strength "
+            f"{figures['controller_final_strength']:.2f})",
         ),
         ("efficiency d / bound", f"{figures['efficiency']:.3f}"),
         *(

@@ -40,3 +40,9 @@ DKD_BETA = Bound(0.0, 100.0)  # DKD: NCKD's weight (the authors use 8)
 MIX_ALPHA = Bound(0.01, 100.0)  # mixup / CutMix: λ ~ Beta(α, α)
 ERASING_SIZE = Bound(0.0, 0.9)  # Cutout's hole side, of the image's; albumentations reads 1.0 as 1 px
 RANDAUGMENT_N = Bound(0, 16, integer=True)  # RandAugment's ops per image
+# Strength schedules (augsearch/schedule.py): strength s scales the searched magnitudes, 0 (identity) to 1
+STRENGTH = Bound(0.0, 1.0)
+AGREEMENT_TARGET = Bound(0.0, 1.0)  # the set-point of teacher-student top-1 agreement
+LOSS_RATIO_TARGET = Bound(0.1, 10.0)  # the set-point of the KD loss over its running mean
+STRENGTH_STEP = Bound(1e-4, 0.5)  # how far one controller step moves s
+CONTROL_INTERVAL = Bound(1, 100_000, integer=True)  # training steps between two controller steps

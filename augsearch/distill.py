@@ -25,6 +25,7 @@ from torch import nn
 from torch.fx.experimental.optimization import fuse
 
 from augsearch import files, progress
+from augsearch.control import StrengthControl
 from augsearch.fusion import available as fusion_available
 from augsearch.fusion import fuse_conv_relu
 from augsearch.loader import Normaliser, plain_batches
@@ -247,6 +248,7 @@ class TrainResult:
     mixed_batches: int = 0
     teacher_images: int = 0
     teacher_saved: int = 0
+    strength: list[float] = field(default_factory=list)  # mean strength per epoch (augsearch/control.py)
 
     @property
     def images_per_second(self) -> float:
@@ -288,6 +290,7 @@ def train_student(
     mix: MixSettings | None = None,
     mix_seed: int | None = None,
     clean: CleanOutputs | None = None,
+    control: StrengthControl | None = None,
 ) -> TrainResult:
     """Train ``student`` for ``settings.epochs`` epochs over ``batches`` (a loader of uint8 batches).
 
@@ -314,6 +317,11 @@ def train_student(
     on the images of a batch that the policy changed; the others get their kept clean-image outputs.
     That needs batches that say which images are unchanged (:class:`augsearch.loader.Batch`); a plain
     ``(images, labels)`` batch, and a mixed one, runs the teacher on every image.
+
+    With ``control`` (a strength schedule driving the loader's shared strength, augsearch/control.py)
+    the strength is set before each epoch and, for an adaptive schedule, moved by the controller from
+    the teacher-student signal on the augmented batch; the mean strength of each epoch is recorded in
+    ``result.strength``. Without it nothing of this runs and ``result.strength`` stays empty.
     """
     runtime = normalise.runtime
     student.to(runtime.device, memory_format=runtime.memory_format).train()
@@ -330,8 +338,11 @@ def train_student(
     for epoch in range(first, settings.epochs):
         if hasattr(batches, "set_epoch"):  # a loader that draws each epoch from (seed, epoch): replays
             batches.set_epoch(epoch)
+        if control is not None:
+            control.begin_epoch(epoch, settings.epochs, result.strength)
         start = time.perf_counter()
         running, count = torch.zeros((), device=runtime.device), 0
+        kd_now = None if kd is None else kd.at_epoch(epoch, settings.epochs)  # T's schedule; constant: kd
         steps = progress.bar(batches, desc=f"{description} epoch {epoch + 1}/{settings.epochs}", leave=False)
         for step, (images, labels, *where) in enumerate(steps):
             images, labels = normalise(images), labels.to(runtime.device, non_blocking=True)
@@ -351,11 +362,13 @@ def train_student(
                 result.teacher_images += len(labels)
             with runtime.autocast():
                 logits = student(images)
-            loss = distillation_loss(logits, targets, labels, kd if use_teacher else None, labels_b, lam)
+            loss = distillation_loss(logits, targets, labels, kd_now if use_teacher else None, labels_b, lam)
             optimiser.zero_grad(set_to_none=True)
             loss["total"].backward()
             optimiser.step()
             schedule.step()
+            if control is not None:
+                control.observe(logits, targets, loss["kd"])
             running += loss["total"].detach() * len(labels)
             count += len(labels)
             result.batches += 1
@@ -365,6 +378,8 @@ def train_student(
         result.seconds += time.perf_counter() - start
         result.images += count
         result.train_loss.append(running.item() / max(1, count))
+        if control is not None:
+            result.strength.append(control.end_epoch())
         if checkpoint is not None:
             _save(checkpoint, epoch + 1, student, optimiser, schedule, result)
         said = f"{description} epoch {epoch + 1}/{settings.epochs}: train loss {result.train_loss[-1]:.4f}"
@@ -400,6 +415,7 @@ def _save(path: Path, epochs_done: int, model: nn.Module, optimiser, schedule, r
                 "mixed_batches": result.mixed_batches,
                 "teacher_images": result.teacher_images,
                 "teacher_saved": result.teacher_saved,
+                "strength": result.strength,
             },
         },
     )

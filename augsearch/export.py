@@ -8,7 +8,11 @@ and ``"mixing"`` hold the settings albumentations has no place for. The ``schema
 augsearch refuse or upgrade an older file instead of misreading it:
 
 - 1: no ``"mixing"`` key (read as no mixing, or as ``policy.mix`` where a file has one);
-- 2: ``"mixing"`` beside ``"kd"``.
+- 2: ``"mixing"`` beside ``"kd"``;
+- 3: a ``"schedule"`` beside them (augsearch/schedule.py: the kind, its settings and, for ``adaptive``,
+  the per-epoch strengths the best trial followed). Written only for a policy whose schedule is not
+  ``constant``, whose files stay version 2 and read as they always have; a file without the key is
+  ``constant``. ``data["albumentations"]`` is the pipeline at strength 1, the policy as searched.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -25,16 +29,19 @@ import albumentations as A
 import optuna
 
 from augsearch import files
+from augsearch.attributes import STRENGTH
 from augsearch.bounded import parse_json, read_bounded
 from augsearch.errors import UserError
 from augsearch.mixing import NO_MIXING, MixSettings
-from augsearch.policy import KDSettings, Policy, build_transform, trial_policy
+from augsearch.policy import KDSettings, Policy, build_transform, build_transform_at, trial_policy
 from augsearch.redaction import redact
+from augsearch.schedule import Schedule, strength_at, with_trajectory
 from augsearch.storage import load_stored_study, study_storage_url
 from augsearch.validate import check_policy_document
 
 FORMAT = "augsearch-policy"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+PLAIN_SCHEMA_VERSION = 2  # what a policy with the constant schedule is written as
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,20 @@ class LoadedPolicy:
     def mix(self) -> MixSettings:
         return self.policy.mix
 
+    @property
+    def schedule(self) -> Schedule:
+        return self.policy.schedule
+
+    def strength_at(self, epoch: int, epochs: int) -> float:
+        """The strength of epoch ``epoch`` (0-based) of a run of ``epochs``, without a controller: 1 for
+        ``constant``, the line for ``linear``, the stored trajectory stretched over the run for an
+        exported ``adaptive`` schedule (a replay, augsearch/schedule.py)."""
+        return strength_at(self.policy.schedule, epoch, epochs)
+
+    def transform_at(self, strength: float, seed: int | None = None) -> A.Compose:
+        """The per-image pipeline at ``strength`` in [0, 1]; ``transform_at(1.0)`` is ``transform``."""
+        return build_transform_at(self.policy, strength, seed)
+
 
 def versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
@@ -68,15 +89,19 @@ def versions() -> dict[str, str]:
 
 def policy_document(policy: Policy, provenance: dict[str, Any]) -> dict[str, Any]:
     data = policy.to_dict()
-    return {
+    scheduled = "schedule" in data  # only a policy whose schedule is not constant
+    document = {
         "format": FORMAT,
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": SCHEMA_VERSION if scheduled else PLAIN_SCHEMA_VERSION,
         "albumentations": A.to_dict(build_transform(policy)),
-        "policy": {key: value for key, value in data.items() if key not in ("kd", "mix")},
+        "policy": {key: value for key, value in data.items() if key not in ("kd", "mix", "schedule")},
         "kd": data["kd"],
         "mixing": data["mix"],
         "provenance": {**provenance, "versions": versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
     }
+    if scheduled:
+        document["schedule"] = data["schedule"]
+    return document
 
 
 def write_policy(path: Path, policy: Policy, provenance: dict[str, Any]) -> dict[str, Any]:
@@ -111,8 +136,9 @@ def load_policy(path: str | Path) -> LoadedPolicy:
     section = document["policy"]
     # Upgrade: a version-1 file has no "mixing"; it mixes nothing unless its policy data says so.
     mixing = document["mixing"] if version >= 2 else section.get("mix", NO_MIXING.to_dict())
+    schedule = {"schedule": document["schedule"]} if "schedule" in document else {}
     try:
-        policy = Policy.from_dict({**section, "kd": document["kd"], "mix": mixing})
+        policy = Policy.from_dict({**section, "kd": document["kd"], "mix": mixing, **schedule})
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise UserError(f"{path}: malformed policy or kd section ({type(error).__name__}: {error})") from None
     pipeline = document.get("albumentations")
@@ -159,7 +185,10 @@ def export_best(study: optuna.Study, storage: str, output: Path) -> dict[str, An
     provenance |= {
         key: attrs.get(key) for key in ("space", "space_sha256", "dataset", "teacher", "student", "seed")
     }
-    return write_policy(output, trial_policy(best), provenance)
+    policy = trial_policy(best)
+    if policy.schedule.kind == "adaptive" and best.user_attrs.get(STRENGTH):  # what the best trial followed
+        policy = replace(policy, schedule=with_trajectory(policy.schedule, best.user_attrs[STRENGTH]))
+    return write_policy(output, policy, provenance)
 
 
 @dataclass(frozen=True)

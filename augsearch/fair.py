@@ -93,7 +93,14 @@ def fair_candidates(
             label = f"{SEARCHED_FIXED_KD} (trial {best.trial})"
             out.append(
                 Candidate(
-                    label, best.transform, fixed, best.trial, best.mix, kind="ablation", kd_source="fixed"
+                    label,
+                    best.transform,
+                    fixed,
+                    best.trial,
+                    best.mix,
+                    kind="ablation",
+                    kd_source="fixed",
+                    policy=best.policy,  # its strength schedule runs too: only the KD settings differ
                 )
             )
             continue

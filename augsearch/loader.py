@@ -12,7 +12,7 @@ images came out byte for byte as they went in, the only images whose teacher out
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -34,19 +34,55 @@ class Batch(NamedTuple):
     unchanged: torch.Tensor
 
 
+class Strength:
+    """The augmentation strength a loader builds its pipeline at, shared with its worker processes.
+
+    Why shared memory: a strength schedule (augsearch/schedule.py) changes the strength while the
+    loader runs, and persistent workers hold their own copy of the pipeline. The training loop
+    :meth:`set` s the value; each copy of the loader's dataset compares it with the strength its
+    pipeline was built at before each batch and rebuilds (``build(strength)``, a pure function of the
+    strength) only when it changed: at most once per controller step or epoch, never per batch. With
+    workers, batches already prefetched keep the strength they were made at (a few batches' lag).
+    """
+
+    def __init__(self, build: Callable[[float], object], value: float) -> None:
+        self.build = build
+        self._value = torch.tensor([float(value)], dtype=torch.float64).share_memory_()
+
+    @property
+    def value(self) -> float:
+        return float(self._value[0])
+
+    def set(self, value: float) -> None:
+        self._value[0] = float(value)
+
+
 class _Batches(Dataset):
     """``dataset[indices]`` is one augmented :class:`Batch`."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, transform) -> None:
+    def __init__(self, x: np.ndarray, y: np.ndarray, transform, strength: Strength | None = None) -> None:
         self.x, self.y, self.transform = x, y, transform
+        self.strength, self.built_at = strength, None if strength is None else strength.value
+        self.seed, self.builds = 0, 0  # the stream the rebuilt pipelines draw from, and how many there were
 
     def __len__(self) -> int:
         return len(self.x)
 
+    def _current(self):
+        """The pipeline at the shared strength, rebuilt when the strength changed since the last batch.
+        Each rebuilt pipeline is seeded from (this copy's seed, rebuild count): reproducible."""
+        if self.strength is not None and self.strength.value != self.built_at:
+            self.built_at = self.strength.value
+            self.builds += 1
+            self.transform = self.strength.build(self.built_at)
+            stream = np.random.SeedSequence([self.seed, self.builds]).generate_state(1)[0]
+            self.transform.set_random_seed(int(stream))
+        return self.transform
+
     def __getitem__(self, indices: list[int]) -> Batch:
         index = np.asarray(indices, dtype=np.int64)
         source = self.x[index]
-        images = augment(source, self.transform)
+        images = augment(source, self._current())
         same = unchanged(source, images) if self.transform is not None else np.ones(len(index), bool)
         return Batch(
             torch.from_numpy(images), torch.from_numpy(self.y[index]), torch.from_numpy(index),
@@ -96,6 +132,7 @@ def _seed_worker(worker_id: int) -> None:
     info = torch.utils.data.get_worker_info()
     if info is not None and info.dataset.transform is not None:
         info.dataset.transform.set_random_seed(info.seed % 2**32)
+        info.dataset.seed = info.seed % 2**32  # pipelines rebuilt at a new strength (Strength) draw from it
 
 
 def make_loader(
@@ -107,17 +144,21 @@ def make_loader(
     seed: int,
     shuffle: bool = True,
     drop_last: bool = True,
+    strength: Strength | None = None,
 ) -> DataLoader:
     """A loader over ``(x, y)`` whose items are whole augmented batches (:class:`Batch`), reproducible
-    from ``seed``."""
+    from ``seed``. With ``strength``, ``transform`` is the pipeline at its current value and is rebuilt
+    whenever the value changes (:class:`Strength`)."""
     generator = torch.Generator().manual_seed(seed)
     order = RandomSampler(range(len(x)), generator=generator) if shuffle else SequentialSampler(range(len(x)))
     drop_last = drop_last and len(x) >= batch_size
     workers = runtime.loader_workers if transform is not None else 0
     if transform is not None and workers == 0:
         transform.set_random_seed(seed)
+    dataset = _Batches(x, y, transform, strength)
+    dataset.seed = seed
     return DataLoader(
-        _Batches(x, y, transform),
+        dataset,
         sampler=BatchSampler(order, batch_size, drop_last),
         batch_size=None,
         num_workers=workers,

@@ -31,6 +31,7 @@ from augsearch.owner import own_study, release_study, share_study
 from augsearch.policy import build_transform, trial_policy
 from augsearch.preview import GridSpec, grid_size, preview_images, render_grid
 from augsearch.retrain import load_runs, retrain_all
+from augsearch.schedule import describe_schedule
 from augsearch.settings import Space
 from augsearch.space import load_space
 from augsearch.storage import load_stored_study, local_storage, requeue_interrupted
@@ -279,9 +280,10 @@ def validate_file(name: str) -> str:
         beta = "" if kd.beta is None else f", beta={kd.beta:g}"
         mix = loaded.mix
         mixing = f"; mixing {mix.kind}, p={mix.p:g}, alpha={mix.alpha:g}" if mix.active else ""
+        schedule = "" if loaded.schedule.constant else f"; strength {describe_schedule(loaded.schedule)}"
         return (
             f"ok: policy file {path} ({len(loaded.transform.transforms)} top-level transforms; "
-            f"KD {kd.loss}, T={kd.temperature:g}, alpha={kd.alpha:g}{beta}{mixing})"
+            f"KD {kd.loss}, T={kd.temperature:g}, alpha={kd.alpha:g}{beta}{mixing}{schedule})"
         )
     if path.is_file() and "/" not in name and path.suffix not in (".yaml", ".yml"):
         name = f"./{name}"  # a file, not a shipped space's name

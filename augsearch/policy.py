@@ -32,10 +32,12 @@ from augsearch.bounds import (
     MAGNITUDE,
     PROBABILITY,
     RANDAUGMENT_N,
+    STRENGTH,
     TEMPERATURE,
 )
 from augsearch.mixing import NO_MIXING, MixSettings
 from augsearch.ops import make_erasing, make_op, op_names
+from augsearch.schedule import CONSTANT, Schedule, describe_schedule, sample_schedule
 from augsearch.settings import KD_LOSSES, IntRange, Range, Space, Stage, TrainSettings
 
 
@@ -76,9 +78,11 @@ class RandAugment:
 @dataclass(frozen=True)
 class Trivial:
     """TrivialAugment (Müller & Hutter, ICCV 2021): one op per image, chosen uniformly from ``ops``
-    plus the identity, at magnitude 1, which with our ops draws the strength uniformly up to the maximum."""
+    plus the identity, at magnitude 1, which with our ops draws the strength uniformly up to the maximum.
+    ``magnitude`` below 1 only comes from a strength schedule (:func:`scale_policy`)."""
 
     ops: tuple[str, ...]
+    magnitude: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,7 @@ class KDSettings:
     alpha: float
     loss: str = "hinton"
     beta: float | None = None
+    temperature_end: float | None = None  # None: T constant; else linear from temperature (at_epoch)
 
     def __post_init__(self) -> None:
         if self.loss not in KD_LOSSES:
@@ -116,6 +121,19 @@ class KDSettings:
         KD_ALPHA.check("KD alpha", self.alpha)
         if self.beta is not None:
             DKD_BETA.check("DKD beta", self.beta)
+        if self.temperature_end is not None:
+            TEMPERATURE.check("KD temperature_end", self.temperature_end)
+
+    def at_epoch(self, epoch: int, epochs: int) -> KDSettings:
+        """The settings of epoch ``epoch`` (0-based) of ``epochs``: ``self`` for a constant temperature;
+        with ``temperature_end``, T moves linearly from ``temperature`` (first epoch) to it (last). A
+        fixed curriculum over T in the spirit of CTKD (Li et al., AAAI 2023, "Curriculum Temperature for
+        Knowledge Distillation"), which learns T adversarially with a difficulty that rises over training;
+        here the two ends are searched instead, and T² keeps scaling the KD term (Hinton et al. 2015)."""
+        if self.temperature_end is None:
+            return self
+        share = epoch / (epochs - 1) if epochs > 1 else 0.0
+        return replace(self, temperature=self.temperature + (self.temperature_end - self.temperature) * share)
 
     @property
     def distils(self) -> bool:
@@ -125,17 +143,20 @@ class KDSettings:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; ``beta`` only when set, so Hinton settings read as they always have."""
         data: dict[str, Any] = {"loss": self.loss, "temperature": self.temperature, "alpha": self.alpha}
+        if self.temperature_end is not None:  # only a linear temperature schedule: others read as before
+            data["temperature_end"] = self.temperature_end
         return data if self.beta is None else data | {"beta": self.beta}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> KDSettings:
         """The inverse of :meth:`to_dict`; files without ``loss`` or ``beta`` are Hinton's."""
-        beta = data.get("beta")
+        beta, end = data.get("beta"), data.get("temperature_end")
         return cls(
             float(data["temperature"]),
             float(data["alpha"]),
             str(data.get("loss", "hinton")),
             None if beta is None else float(beta),
+            None if end is None else float(end),
         )
 
 
@@ -153,6 +174,7 @@ class Policy:
     randaugment: RandAugment | None = None
     trivial: Trivial | None = None
     erasing: Erasing | None = None
+    schedule: Schedule = CONSTANT  # the strength over a run (augsearch/schedule.py); constant: as searched
 
     def describe(self) -> str:
         """The fixed stages, one line per searched part, then the KD settings: what a person reads."""
@@ -171,9 +193,12 @@ class Policy:
         if len(lines) == 1:
             lines.append("(no searched ops)")
         beta = "" if self.kd.beta is None else f", beta={self.kd.beta:.2f}"
-        lines.append(f"KD: {self.kd.loss}, T={self.kd.temperature:.2f}, alpha={self.kd.alpha:.2f}{beta}")
+        end = "" if self.kd.temperature_end is None else f" -> {self.kd.temperature_end:.2f} (linear)"
+        lines.append(f"KD: {self.kd.loss}, T={self.kd.temperature:.2f}{end}, alpha={self.kd.alpha:.2f}{beta}")
         if self.mix.active:
             lines.append(f"mixing: {self.mix.kind}, p={self.mix.p:.2f}, alpha={self.mix.alpha:.2f}")
+        if not self.schedule.constant:
+            lines.append("strength schedule: " + describe_schedule(self.schedule))
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -194,6 +219,8 @@ class Policy:
             data["trivial"] = {"ops": list(self.trivial.ops)}
         if self.erasing:
             data["erasing"] = {"p": self.erasing.p, "size": self.erasing.size}
+        if not self.schedule.constant:  # constant: no key, so policies read as they always have
+            data["schedule"] = self.schedule.to_dict()
         return data
 
     @classmethod
@@ -214,6 +241,7 @@ class Policy:
             else RandAugment(_count(ra["n"]), float(ra["magnitude"]), tuple(str(op) for op in ra["ops"])),
             trivial=None if trivial is None else Trivial(tuple(str(op) for op in trivial["ops"])),
             erasing=None if erasing is None else Erasing(float(erasing["p"]), float(erasing["size"])),
+            schedule=Schedule.from_dict(data["schedule"]) if "schedule" in data else CONSTANT,
         )
 
 
@@ -280,6 +308,16 @@ def sample_training(trial: optuna.Trial, space: Space) -> TrainSettings:
     return settings
 
 
+def _temperature_end(trial: optuna.Trial, space: Space) -> float | None:
+    """The KD temperature's schedule: None (constant) or the last epoch's T (``temperature_end``,
+    suggested only in trials whose ``temperature_schedule`` is linear)."""
+    kinds = space.kd.temperature_schedules
+    kind = kinds[0] if len(kinds) == 1 else trial.suggest_categorical("temperature_schedule", list(kinds))
+    if kind == "constant" or space.kd.temperature_end is None:
+        return None
+    return _suggest(trial, "temperature_end", space.kd.temperature_end)
+
+
 def sample_policy(trial: optuna.Trial, space: Space, channels: int) -> Policy:
     """Ask the trial for every searched value of ``space``: its structure's ops, erasing, the fixed
     stages' switch, the batch mixing and the KD settings (parameter names: see the module docstring)."""
@@ -314,8 +352,9 @@ def sample_policy(trial: optuna.Trial, space: Space, channels: int) -> Policy:
     alpha = _suggest(trial, "alpha", space.kd.alpha)
     # β exists only for DKD: a conditional parameter, absent from the trials that chose Hinton.
     beta = _suggest(trial, "beta", space.kd.beta) if loss == "dkd" and space.kd.beta else None
-    kd = KDSettings(temperature, alpha, loss, beta)
-    return Policy(fixed, ops, kd, mix, subpolicies, randaugment, trivial, erasing)
+    kd = KDSettings(temperature, alpha, loss, beta, _temperature_end(trial, space))
+    schedule = sample_schedule(trial, space.schedule)
+    return Policy(fixed, ops, kd, mix, subpolicies, randaugment, trivial, erasing, schedule)
 
 
 def randaugment_block(ops: list[str] | tuple[str, ...], n: int, magnitude: float) -> A.SomeOf:
@@ -323,10 +362,10 @@ def randaugment_block(ops: list[str] | tuple[str, ...], n: int, magnitude: float
     return A.SomeOf([A.NoOp(p=1.0), *[make_op(op, magnitude, 1.0) for op in ops]], n=n, replace=True, p=1.0)
 
 
-def trivial_block(ops: list[str] | tuple[str, ...]) -> A.OneOf:
+def trivial_block(ops: list[str] | tuple[str, ...], magnitude: float = 1.0) -> A.OneOf:
     """TrivialAugment's per-image step: one of the identity and ``ops``, at magnitude 1 (strength
-    then drawn uniformly up to the maximum by the op itself)."""
-    return A.OneOf([A.NoOp(p=1.0), *[make_op(op, 1.0, 1.0) for op in ops]], p=1.0)
+    then drawn uniformly up to the maximum by the op itself; a strength schedule may lower it)."""
+    return A.OneOf([A.NoOp(p=1.0), *[make_op(op, magnitude, 1.0) for op in ops]], p=1.0)
 
 
 def build_transform(policy: Policy, seed: int | None = None) -> A.Compose:
@@ -346,7 +385,37 @@ def build_transform(policy: Policy, seed: int | None = None) -> A.Compose:
             randaugment_block(policy.randaugment.ops, policy.randaugment.n, policy.randaugment.magnitude)
         )
     if policy.trivial:
-        stages.append(trivial_block(policy.trivial.ops))
+        stages.append(trivial_block(policy.trivial.ops, policy.trivial.magnitude))
     if policy.erasing:
         stages.append(make_erasing(policy.erasing.size, policy.erasing.p))
     return A.Compose(stages, seed=seed)
+
+
+def scale_policy(policy: Policy, strength: float) -> Policy:
+    """``policy`` at ``strength`` s in [0, 1] (augsearch/schedule.py): every searched magnitude times s
+    (slot and sub-policy ops, RandAugment's M, TrivialAugment's magnitude, Cutout's hole size) and, when
+    the schedule says ``scale_p``, every searched probability too. Fixed stages, KD and mixing are left
+    as they are. ``scale_policy(policy, 1.0) == policy``: strength 1 is the policy as searched."""
+    STRENGTH.check("strength", strength)
+    if strength == 1.0:
+        return policy
+    p_scale = strength if policy.schedule.scale_p else 1.0
+
+    def op(choice: OpChoice) -> OpChoice:
+        return OpChoice(choice.name, choice.p * p_scale, choice.magnitude * strength)
+
+    ra, trivial, erasing = policy.randaugment, policy.trivial, policy.erasing
+    return replace(
+        policy,
+        ops=tuple(op(choice) for choice in policy.ops),
+        subpolicies=tuple(tuple(op(choice) for choice in sub) for sub in policy.subpolicies),
+        randaugment=None if ra is None else replace(ra, magnitude=ra.magnitude * strength),
+        trivial=None if trivial is None else replace(trivial, magnitude=trivial.magnitude * strength),
+        erasing=None if erasing is None else Erasing(erasing.p * p_scale, erasing.size * strength),
+    )
+
+
+def build_transform_at(policy: Policy, strength: float, seed: int | None = None) -> A.Compose:
+    """The pipeline of ``policy`` at ``strength`` (:func:`scale_policy`, then :func:`build_transform`);
+    at strength 1 it is ``build_transform(policy)``, the pipeline an exported file stores. Pure."""
+    return build_transform(scale_policy(policy, strength), seed)

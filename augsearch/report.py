@@ -26,6 +26,7 @@ from augsearch import ablation, files
 from augsearch.attributes import POLICY, PROXY_STDDEV, TEACHER_PASSES, TEACHER_PASSES_SAVED
 from augsearch.fair import KD_TUNED
 from augsearch.stats import paired_difference, seeds_needed, spearman_interval
+from augsearch.strength_report import Curve, strength_curves, strength_figure, strength_lines
 
 
 @dataclass(frozen=True)
@@ -267,7 +268,9 @@ def trials_csv(study: optuna.Study) -> str:
     return frame.to_csv(index=False)
 
 
-def _plots(study: optuna.Study, rows: list[Row], study_dir: Path, samples: bytes | None) -> list[str]:
+def _plots(
+    study: optuna.Study, rows: list[Row], study_dir: Path, samples: bytes | None, curves: list[Curve] = ()
+) -> list[str]:
     """PNG plots; each one that cannot be drawn yet (too few trials) is left out and named in the log."""
     import matplotlib
 
@@ -298,6 +301,8 @@ def _plots(study: optuna.Study, rows: list[Row], study_dir: Path, samples: bytes
         axes.set_xlim(max(0.0, low - 0.02), min(1.0, max(row.mean + row.std for row in rows) + 0.01))
         axes.set_xlabel("test accuracy (mean ± std over seeds)")
         save("accuracy.png", figure)
+    if curves:  # scheduled runs only (augsearch/strength_report.py)
+        save("strength.png", strength_figure(list(curves), plt))
     if samples is not None:
         files.write_bytes(study_dir / "samples.png", samples)
         written.append("samples.png")
@@ -354,7 +359,8 @@ def write(
         proxy_line,
     ]
     text = "\n".join(lines)
-    plots = _plots(study, rows, study_dir, samples)
+    curves = strength_curves(study, runs)
+    plots = _plots(study, rows, study_dir, samples, curves)
     best = study.best_trial if counts["complete"] else None
     markdown = [
         f"# augsearch study `{study.study_name}`",
@@ -372,6 +378,8 @@ def write(
     if best is not None:
         markdown += ["## Best policy", "", f"Trial {best.number}, validation accuracy {best.value:.4f}:", ""]
         markdown += ["```", best.user_attrs.get(POLICY, ""), "```", ""]
+    if curves:
+        markdown += ["## Augmentation strength", "", "```", *strength_lines(curves), "```", ""]
     markdown += [f"![{name}]({name})" for name in plots] + [""]
     csv_buffer = io.StringIO()
     writer = csv.DictWriter(csv_buffer, fieldnames=[*asdict(rows[0]).keys()] if rows else ["name"])

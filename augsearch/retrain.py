@@ -24,6 +24,7 @@ from torch import nn
 from augsearch import files, progress
 from augsearch.attributes import POLICY_JSON
 from augsearch.baselines import Candidate, baseline
+from augsearch.control import StrengthControl, run_transform, strength_control
 from augsearch.distill import predict, train_student
 from augsearch.loader import make_loader
 from augsearch.models import build_model
@@ -46,7 +47,7 @@ def searched(study: optuna.Study, top: int = 1) -> list[Candidate]:
         policy = trial_policy(trial)
         name = "searched" if trial.number == ranked[0].number else f"searched #{len(out) + 1}"
         label = f"{name} (trial {trial.number})"
-        out.append(Candidate(label, build_transform(policy), policy.kd, trial.number, policy.mix))
+        out.append(Candidate(label, build_transform(policy), policy.kd, trial.number, policy.mix, policy=policy))
     return out
 
 
@@ -80,6 +81,8 @@ def run_key(
     }
     if candidate.mix.active:
         recipe["mix"] = candidate.mix.to_dict()
+    if candidate.policy is not None and not candidate.policy.schedule.constant:
+        recipe["schedule"] = candidate.policy.schedule.to_dict()
     if teacher_sha256 is not None:
         recipe["teacher_checkpoint_sha256"] = teacher_sha256
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:10]
@@ -106,11 +109,15 @@ def retrain_run(
         return json.loads(record.read_text())
     seed_everything(seed)
     student = build_model(space.student, **data.model_shape)
-    if candidate.transform is not None:
-        candidate.transform.set_random_seed(seed)
+    # The same strength schedule as the candidate's trial, controller included (augsearch/schedule.py).
+    control = None if candidate.policy is None else strength_control(candidate.policy)
+    transform = candidate.transform if control is None else run_transform(candidate.policy, control)
+    if transform is not None:
+        transform.set_random_seed(seed)
     batches = make_loader(
-        data.x_train, data.y_train, candidate.transform, settings.batch_size, workspace.runtime, seed
-    )
+        data.x_train, data.y_train, transform, settings.batch_size, workspace.runtime, seed,
+        strength=None if control is None else control.knob,
+    )  # fmt: skip
     kd = candidate.kd or KDSettings(1.0, 0.0)
     teacher = teacher if candidate.kd else None
     clean = clean_outputs(teacher, data.x_train, workspace.normalise)  # shared by this process's runs
@@ -118,6 +125,7 @@ def retrain_run(
     result = train_student(
         student, batches, settings, workspace.normalise, teacher, kd,
         description=f"{candidate.name} seed {seed}", checkpoint=checkpoint, mix=candidate.mix, clean=clean,
+        control=control,
     )  # fmt: skip
     accuracy, probabilities = predict(student, data.x_test, data.y_test, workspace.normalise)
     state = {k: v.detach().cpu() for k, v in student.state_dict().items()}
@@ -148,6 +156,7 @@ def retrain_run(
         "images_per_second": round(result.images_per_second, 1),
         "train_loss": [round(v, 5) for v in result.train_loss],
         "transform": A.to_dict(candidate.transform) if candidate.transform else None,
+        **({} if control is None else _strength_record(control, result.strength)),
         "device": workspace.runtime.describe(),
         "torch": torch.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -155,6 +164,13 @@ def retrain_run(
     files.write_json(record, summary)
     checkpoint.unlink(missing_ok=True)
     return summary
+
+
+def _strength_record(control: StrengthControl, strength: list[float]) -> dict[str, Any]:
+    """A scheduled run's schedule and its strength per epoch: the mean (what a replay applies) and the
+    value at the epoch's end (resumed epochs: only the mean was kept)."""
+    reached = [None] * (len(strength) - len(control.reached)) + control.reached
+    return {"schedule": control.schedule.to_dict(), "strength": strength, "strength_reached": reached}
 
 
 def retrain_all(

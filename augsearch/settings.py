@@ -159,6 +159,10 @@ class KDSpace:
     alpha: Range
     losses: tuple[str, ...] = ("hinton",)
     beta: Range | None = None
+    # ``temperature_schedule: constant | linear`` (or both: categorical); linear anneals T from
+    # ``temperature`` on the first epoch to ``temperature_end`` on the last (KDSettings.at_epoch)
+    temperature_schedules: tuple[str, ...] = ("constant",)
+    temperature_end: Range | None = None
 
 
 @dataclass(frozen=True)
@@ -207,6 +211,27 @@ class StudySettings:
 
 
 @dataclass(frozen=True)
+class ScheduleSpace:
+    """``schedule: {kind: [constant, linear, adaptive], ...}``: the strength schedule (augsearch/schedule.py).
+
+    ``kinds`` lists the kinds to search (one: fixed; several: a categorical parameter
+    ``schedule_kind``); each kind's settings are suggested only in the trials that chose it: ``start``
+    and ``end`` (linear), ``initial``, ``signals``, ``targets`` (one range per signal), ``step`` and
+    ``interval`` (adaptive). No section: ``constant``, no parameter at all, today's behaviour.
+    """
+
+    kinds: tuple[str, ...] = ("constant",)
+    start: Range = Range(0.0, 1.0)
+    end: Range = Range(1.0, 1.0)
+    initial: Range = Range(0.5, 0.5)
+    signals: tuple[str, ...] = ("agreement",)
+    targets: dict[str, Range] = field(default_factory=dict)  # signal -> set-point range
+    step: Range = Range(0.05, 0.05)
+    interval: IntRange = IntRange(16, 16)
+    scale_p: bool = False
+
+
+@dataclass(frozen=True)
 class Space:
     name: str
     description: str
@@ -226,3 +251,4 @@ class Space:
     fixed_searched: bool = False  # True: parameter ``fixed_on`` switches all fixed stages on or off
     mixing: MixSpace = field(default_factory=MixSpace)
     trial_search: TrainSearch = field(default_factory=TrainSearch)
+    schedule: ScheduleSpace = field(default_factory=ScheduleSpace)

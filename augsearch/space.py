@@ -25,6 +25,7 @@ import yaml
 from augsearch.baselines import BASELINES
 from augsearch.bounded import parse_yaml, read_bounded
 from augsearch.bounds import (
+    CONTROL_INTERVAL,
     DKD_BETA,
     ERASING_SIZE,
     KD_ALPHA,
@@ -32,6 +33,8 @@ from augsearch.bounds import (
     MIX_ALPHA,
     PROBABILITY,
     RANDAUGMENT_N,
+    STRENGTH,
+    STRENGTH_STEP,
     TEMPERATURE,
     Bound,
 )
@@ -41,6 +44,13 @@ from augsearch.fair import KD_KINDS, ROWS
 from augsearch.mixing import MIX_KINDS
 from augsearch.names import study_name_problem
 from augsearch.ops import OPS
+from augsearch.schedule import (
+    DEFAULT_TARGETS,
+    SEARCHED_KINDS,
+    SIGNALS,
+    TARGET_BOUNDS,
+    TEMPERATURE_SCHEDULES,
+)
 from augsearch.settings import (
     KD_LOSSES,
     PRUNERS,
@@ -56,6 +66,7 @@ from augsearch.settings import (
     PolicySpace,
     ProxySettings,
     Range,
+    ScheduleSpace,
     Space,
     Stage,
     StudySettings,
@@ -321,6 +332,60 @@ def _mixing(mix: _Reader) -> MixSpace:
     return settings
 
 
+def _kinds(reader: _Reader, key: str, known: tuple[str, ...], default: str) -> tuple[str, ...]:
+    """One name or a non-empty list of distinct ones, each in ``known``."""
+    value = reader.take(key, (list, str), default)
+    values = (value,) if isinstance(value, str) else tuple(value)
+    for index, item in enumerate(values):
+        if item not in known:
+            where = reader.path(key) if isinstance(value, str) else f"{reader.path(key)}[{index}]"
+            reader.fail(where, f"expected one of {', '.join(known)}, got {item!r}")
+    if not values or len(set(values)) != len(values):
+        reader.fail(reader.path(key), f"expected a name or a non-empty list of distinct names, got {value!r}")
+    return values
+
+
+def _schedule(reader: _Reader) -> ScheduleSpace:
+    """The ``schedule`` section; see :class:`ScheduleSpace` and augsearch/schedule.py. A setting of a
+    kind the section does not list is refused (it would be searched for nothing)."""
+    kinds = _kinds(reader, "kind", SEARCHED_KINDS, "constant")
+    owners = {"start": "linear", "end": "linear"}
+    owners |= dict.fromkeys(("initial", "signal", "target", "step", "interval"), "adaptive")
+    for key, kind in owners.items():
+        if key in reader.raw and kind not in kinds:
+            reader.fail(reader.path(key), f"belongs to schedule kind {kind}, not listed in schedule.kind")
+    settings = ScheduleSpace(kinds=kinds, scale_p=reader.take("scale_p", bool, False))
+    if "linear" in kinds:
+        start = reader.range("start", *_span(STRENGTH)) if "start" in reader.raw else settings.start
+        end = reader.range("end", *_span(STRENGTH)) if "end" in reader.raw else settings.end
+        settings = replace(settings, start=start, end=end)
+    if "adaptive" in kinds:
+        signals = _kinds(reader, "signal", SIGNALS, "agreement")
+        targets: dict[str, Range] = {}
+        if "target" in reader.raw:
+            sub = reader.sub("target")
+            for signal in signals:
+                if signal in sub.raw:
+                    targets[signal] = sub.range(signal, *_span(TARGET_BOUNDS[signal]))
+            sub.done()
+        for signal in signals:
+            targets.setdefault(signal, Range(DEFAULT_TARGETS[signal], DEFAULT_TARGETS[signal]))
+        settings = replace(
+            settings,
+            initial=reader.range("initial", *_span(STRENGTH))
+            if "initial" in reader.raw
+            else settings.initial,
+            signals=signals,
+            targets=targets,
+            step=reader.range("step", *_span(STRENGTH_STEP)) if "step" in reader.raw else settings.step,
+            interval=reader.int_range("interval", int(CONTROL_INTERVAL.low), int(CONTROL_INTERVAL.high))
+            if "interval" in reader.raw
+            else settings.interval,
+        )
+    reader.done()
+    return settings
+
+
 def _kd(reader: _Reader) -> KDSpace:
     """The ``kd`` section; see :class:`KDSpace`."""
     temperature = reader.range("temperature", *_span(TEMPERATURE))
@@ -335,7 +400,11 @@ def _kd(reader: _Reader) -> KDSpace:
     if "dkd" not in losses and "beta" in reader.raw:
         reader.fail("kd.beta", "only the dkd loss has beta; add dkd to kd.loss or remove beta")
     beta = reader.range("beta", *_span(DKD_BETA)) if "dkd" in losses else None
-    return KDSpace(temperature, alpha, losses, beta)
+    schedules = _kinds(reader, "temperature_schedule", TEMPERATURE_SCHEDULES, "constant")
+    if "linear" not in schedules and "temperature_end" in reader.raw:
+        reader.fail("kd.temperature_end", "only a linear kd.temperature_schedule has temperature_end")
+    end = reader.range("temperature_end", *_span(TEMPERATURE)) if "linear" in schedules else None
+    return KDSpace(temperature, alpha, losses, beta, schedules, end)
 
 
 def parse_space(raw: Any, path: Path, sha256: str) -> Space:
@@ -457,6 +526,7 @@ def parse_space(raw: Any, path: Path, sha256: str) -> Space:
         base.done()
 
     trial, trial_search = _train(top.sub("trial"), searchable=True)
+    schedule = _schedule(top.sub("schedule")) if "schedule" in top.raw else ScheduleSpace()
     space = Space(
         name=_space_name(top, path),
         description=top.take("description", str, ""),
@@ -476,6 +546,7 @@ def parse_space(raw: Any, path: Path, sha256: str) -> Space:
         fixed_searched=fixed_searched,
         mixing=mixing,
         trial_search=trial_search,
+        schedule=schedule,
     )
     top.done()
     _check_warm_starts(space, study)

@@ -25,21 +25,25 @@ from augsearch.attributes import (
     POLICY,
     POLICY_JSON,
     PRUNED_REASON,
+    STRENGTH,
+    STRENGTH_REACHED,
     TEACHER_PASSES,
     TEACHER_PASSES_SAVED,
     WALL_SECONDS,
     WARM_START,
 )
+from augsearch.control import run_transform, strength_control
 from augsearch.data import ImageData
 from augsearch.distill import NonFiniteLoss, TrainResult, train_student
 from augsearch.errors import UserError
 from augsearch.loader import Normaliser, make_loader
 from augsearch.models import build_model
-from augsearch.policy import build_transform, sample_policy, sample_training
+from augsearch.policy import build_transform, build_transform_at, sample_policy, sample_training
 from augsearch.preview import artifact_store, attach, preview_images, render_grid
 from augsearch.proxy import proxy_images, screen
 from augsearch.reuse import clean_outputs
 from augsearch.runtime import seed_everything
+from augsearch.schedule import strength_at
 from augsearch.settings import Space
 from augsearch.storage import open_storage
 
@@ -194,18 +198,26 @@ def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float]:
         if store is not None:  # what the policy does to fixed images, for optuna-dashboard (preview.py)
             attach(trial, store, render_grid(build_transform(policy), preview, context.seed), policy)
         if batches_for_proxy:  # T. stddev before training; may prune at step 0 (augsearch/proxy.py)
-            transform = build_transform(policy, seed=context.seed)
+            # at the strength the run starts at (1 for the constant schedule: build_transform itself)
+            transform = build_transform_at(policy, strength_at(policy.schedule, 0, 1), seed=context.seed)
             screen(trial, transform, context.teacher, x_proxy, normalise, space.trial.batch_size, space.proxy)
         seed_everything(context.seed)
         student = build_model(space.student, **data.model_shape)
+        control = strength_control(policy)  # None for a constant schedule: the loader as it always was
         batches = make_loader(
-            x_sub, y_sub, build_transform(policy), space.trial.batch_size, normalise.runtime, context.seed
-        )
+            x_sub, y_sub, run_transform(policy, control), space.trial.batch_size, normalise.runtime,
+            context.seed, strength=None if control is None else control.knob,
+        )  # fmt: skip
+        # Only a run with a schedule passes one: a stand-in trainer (augsearch bench) needs no new argument.
+        scheduled = {} if control is None else {"control": control}
 
         def on_epoch(epoch: int, accuracy: float) -> None:
             # The step is the resource spent, epochs done (1, 2, ...): Hyperband's first rung is at step
             # min_resource = 1, which a 0-based step would put on the last epoch of a 2-epoch trial.
             trial.report(accuracy, epoch + 1)
+            if control is not None:  # the strength per epoch so far, pruned or not; constant: no attribute
+                trial.set_user_attr(STRENGTH, control.history)
+                trial.set_user_attr(STRENGTH_REACHED, control.reached)
             # After the last epoch the work is done: pruning then would only hide a finished result.
             # A warm start (augsearch/warmstart.py) runs to the end: the search must not lose a baseline.
             if epoch + 1 < space.trial.epochs and WARM_START not in trial.user_attrs and trial.should_prune():
@@ -227,6 +239,7 @@ def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float]:
                 description=f"trial {trial.number}",
                 mix=policy.mix,
                 clean=clean,
+                **scheduled,
             )
         except NonFiniteLoss as error:
             trial.set_user_attr(PRUNED_REASON, str(error))

@@ -28,6 +28,7 @@ from typing import Any
 import albumentations as A
 
 from augsearch.bounds import (
+    CONTROL_INTERVAL,
     DKD_BETA,
     ERASING_SIZE,
     KD_ALPHA,
@@ -35,12 +36,16 @@ from augsearch.bounds import (
     MIX_ALPHA,
     PROBABILITY,
     RANDAUGMENT_N,
+    STRENGTH,
+    STRENGTH_STEP,
     TEMPERATURE,
     Bound,
 )
 from augsearch.errors import UserError
 from augsearch.mixing import MIX_KINDS
 from augsearch.ops import OPS
+from augsearch.schedule import KINDS as SCHEDULE_KINDS
+from augsearch.schedule import SIGNALS, TARGET_BOUNDS
 from augsearch.settings import FIXED_STAGES, KD_LOSSES
 
 CONTAINERS = ("Compose", "OneOf", "SomeOf", "Sequential")
@@ -81,6 +86,7 @@ WORK_BOUNDS: dict[tuple[str, str], tuple[float, float]] = {
     ("SomeOf", "n"): (0, 64),
 }
 MAX_TRANSFORMS = 64  # children of one container, stages or ops of one list: augsearch writes at most 24
+MAX_TRAJECTORY = 10_000  # per-epoch strengths of an exported schedule (augsearch/schedule.py)
 # Pad's padding and PadIfNeeded's divisors each add to the image side, so the sum over a whole pipeline
 # is bounded too: the output side then stays within max(input, MAX_SIDE) + 2 * MAX_SIDE.
 GROWTH_ARGUMENTS = {"Pad": ("padding",), "PadIfNeeded": ("pad_height_divisor", "pad_width_divisor")}
@@ -359,6 +365,45 @@ def _check_kd(kd: Any, file: Path) -> None:
         _fail(file, "kd.beta", f"only the dkd loss has beta (loss {loss!r})")
     for key, bound in bounds.items():
         _check_number(kd.get(key), bound, f"kd.{key}", file)
+    if "temperature_end" in kd:  # a linear temperature schedule (KDSettings.at_epoch)
+        _check_number(kd["temperature_end"], TEMPERATURE, "kd.temperature_end", file)
+
+
+def _check_schedule(schedule: Any, file: Path) -> None:
+    """The strength schedule (schema_version 3, augsearch/schedule.py): the keys its kind uses, each in
+    its bound; the set-point in the bound of the schedule's signal; a trajectory of strengths."""
+    keys = {
+        "constant": ("kind",),
+        "linear": ("kind", "start", "end"),
+        "adaptive": ("kind", "initial", "signal", "target", "step", "interval"),
+        "replay": ("kind", "trajectory"),
+    }
+    if not isinstance(schedule, dict):
+        _fail(file, "schedule", "expected a mapping with kind and its settings")
+    kind = schedule.get("kind")
+    if kind not in keys:
+        _fail(file, "schedule.kind", f"expected one of {', '.join(SCHEDULE_KINDS)}, got {kind!r}")
+    optional = ("scale_p",) + (("trajectory",) if kind == "adaptive" else ())
+    present = {key: value for key, value in schedule.items() if key not in optional}
+    _check_mapping(present, "schedule", keys[kind], file)
+    if kind == "adaptive":
+        if schedule["signal"] not in SIGNALS:
+            got = schedule["signal"]
+            _fail(file, "schedule.signal", f"expected one of {', '.join(SIGNALS)}, got {got!r}")
+        _check_number(schedule["target"], TARGET_BOUNDS[schedule["signal"]], "schedule.target", file)
+        _check_number(schedule["step"], STRENGTH_STEP, "schedule.step", file)
+        _check_number(schedule["interval"], CONTROL_INTERVAL, "schedule.interval", file)
+    for key in ("start", "end", "initial"):
+        if key in present:
+            _check_number(schedule[key], STRENGTH, f"schedule.{key}", file)
+    if "trajectory" in schedule:
+        points = schedule["trajectory"]
+        if not isinstance(points, list) or not points or len(points) > MAX_TRAJECTORY:
+            _fail(file, "schedule.trajectory", f"expected a list of 1 to {MAX_TRAJECTORY} strengths")
+        for index, value in enumerate(points):
+            _check_number(value, STRENGTH, f"schedule.trajectory[{index}]", file)
+    if not isinstance(schedule.get("scale_p", False), bool):
+        _fail(file, "schedule.scale_p", f"expected true or false, got {schedule['scale_p']!r}")
 
 
 def check_policy_document(document: dict[str, Any], file: Path) -> None:
@@ -367,6 +412,7 @@ def check_policy_document(document: dict[str, Any], file: Path) -> None:
     version = document["schema_version"]
     known = ("format", "schema_version", "albumentations", "policy", "kd", "provenance")
     known += ("mixing",) if version >= 2 else ()
+    known += ("schedule",) if version >= 3 else ()
     extra = sorted(set(document) - set(known))
     if extra:
         _fail(file, extra[0], f"unknown key for schema_version {version}; expected {', '.join(known)}")
@@ -379,3 +425,5 @@ def check_policy_document(document: dict[str, Any], file: Path) -> None:
         if "mixing" not in document:
             _fail(file, "mixing", "missing; schema_version 2 files hold the batch mixing ({kind, p, alpha})")
         _check_mixing(document["mixing"], "mixing", file)
+    if "schedule" in document:
+        _check_schedule(document["schedule"], file)

@@ -9,7 +9,8 @@ A warm start is the Optuna parameters under which :func:`augsearch.policy.sample
 the baseline exactly (``augsearch/baselines.py``): the same per-image distribution, KD settings and no
 batch mixing. When a space cannot express a baseline, :func:`warm_start_problem` says why, and the space
 reader refuses the space (``study.warm_starts[i]``). A searched trial budget (``lr``, ``epochs``,
-``batch_size``) is left to the sampler: a baseline has none of its own.
+``batch_size``) is left to the sampler: a baseline has none of its own. A baseline runs at the constant
+strength schedule (augsearch/schedule.py), so a space that searches schedules must list ``constant``.
 
 Each enqueued trial carries the user attribute ``warm_start`` (the baseline's name); a baseline that some
 trial of the study already carries is not enqueued again, so resuming a study adds nothing.
@@ -83,6 +84,10 @@ def warm_start_problem(name: str, space: Space) -> str | None:
                 )
     if "none" not in space.mixing.kinds:
         return "it mixes no batches, which needs none among mixing.kinds"
+    if "constant" not in space.schedule.kinds:
+        return "it runs at constant strength, which needs constant among schedule.kind"
+    if "constant" not in kd.temperature_schedules:
+        return "it keeps T constant, which needs constant among kd.temperature_schedule"
     return _augmentation_problem(name, space)
 
 
@@ -123,6 +128,10 @@ def warm_start_params(name: str, space: Space, channels: int) -> dict[str, Any]:
         params["mix_kind"] = "none"
     if len(kd.losses) > 1:
         params["kd_loss"] = "hinton"
+    if len(space.schedule.kinds) > 1:
+        params["schedule_kind"] = "constant"
+    if len(kd.temperature_schedules) > 1:
+        params["temperature_schedule"] = "constant"
     temperature = min(max(settings.temperature, kd.temperature.low), kd.temperature.high)
     _searched(params, "temperature", temperature, kd.temperature)
     _searched(params, "alpha", 0.0 if name == "student-alone" else settings.alpha, kd.alpha)
