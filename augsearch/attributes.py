@@ -18,3 +18,7 @@ IMAGES_PER_SECOND = "images_per_second"
 TEACHER_PASSES = "teacher_passes"  # images the teacher's outputs were needed for in the trial's training
 TEACHER_PASSES_SAVED = "teacher_passes_saved"  # of those, outputs reused from clean images (reuse.py)
 WORKER = "worker"  # host:pid of the process that ran it
+SYNTHETIC_IMAGES = (
+    "synthetic_images"  # of the images a trial trained on, how many were synthetic (synthesis.py)
+)
+TRAINED_IMAGES = "trained_images"  # every image a trial trained on, real and synthetic (with synthesis only)

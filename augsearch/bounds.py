@@ -40,3 +40,7 @@ DKD_BETA = Bound(0.0, 100.0)  # DKD: NCKD's weight (the authors use 8)
 MIX_ALPHA = Bound(0.01, 100.0)  # mixup / CutMix: λ ~ Beta(α, α)
 ERASING_SIZE = Bound(0.0, 0.9)  # Cutout's hole side, of the image's; albumentations reads 1.0 as 1 px
 RANDAUGMENT_N = Bound(0, 16, integer=True)  # RandAugment's ops per image
+SYNTHESIS_RATIO = Bound(
+    0.0, 0.9
+)  # synthetic share of a batch; 0.9 already appends 9 synthetic per real image
+SYNTHESIS_AGREEMENT = Bound(0.0, 1.0)  # the teacher-agreement floor below which a generator is refused

@@ -8,7 +8,10 @@ and ``"mixing"`` hold the settings albumentations has no place for. The ``schema
 augsearch refuse or upgrade an older file instead of misreading it:
 
 - 1: no ``"mixing"`` key (read as no mixing, or as ``policy.mix`` where a file has one);
-- 2: ``"mixing"`` beside ``"kd"``.
+- 2: ``"mixing"`` beside ``"kd"``;
+- 3: ``"synthesis"`` too (the synthetic share of each batch, ``hard_labels``, ``augment`` and the
+  ``source``: the generator's file, sha256, recipe and quality figures, augsearch/generator.py). Written
+  only for a policy that has synthesis; every other policy is still written as version 2.
 """
 
 from __future__ import annotations
@@ -31,10 +34,12 @@ from augsearch.mixing import NO_MIXING, MixSettings
 from augsearch.policy import KDSettings, Policy, build_transform, trial_policy
 from augsearch.redaction import redact
 from augsearch.storage import load_stored_study, study_storage_url
+from augsearch.synthesis import SynthesisSettings
 from augsearch.validate import check_policy_document
 
 FORMAT = "augsearch-policy"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+WRITTEN_WITHOUT_SYNTHESIS = 2  # a policy without synthesis keeps the older version: its file is unchanged
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,16 @@ class LoadedPolicy:
     def mix(self) -> MixSettings:
         return self.policy.mix
 
+    @property
+    def synthesis(self) -> SynthesisSettings | None:
+        """The synthetic share of each batch and how it is used; None: no synthesis."""
+        return self.policy.synthesis
+
+    @property
+    def synthesis_source(self) -> dict[str, Any] | None:
+        """Where the synthetic images came from (generator file, sha256, recipe, quality figures)."""
+        return self.provenance.get("synthesis_source")
+
 
 def versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
@@ -66,21 +81,28 @@ def versions() -> dict[str, str]:
     return found
 
 
-def policy_document(policy: Policy, provenance: dict[str, Any]) -> dict[str, Any]:
+def policy_document(
+    policy: Policy, provenance: dict[str, Any], synthesis_source: dict[str, Any] | None = None
+) -> dict[str, Any]:
     data = policy.to_dict()
-    return {
+    document = {
         "format": FORMAT,
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": SCHEMA_VERSION if policy.synthesis is not None else WRITTEN_WITHOUT_SYNTHESIS,
         "albumentations": A.to_dict(build_transform(policy)),
-        "policy": {key: value for key, value in data.items() if key not in ("kd", "mix")},
+        "policy": {key: value for key, value in data.items() if key not in ("kd", "mix", "synthesis")},
         "kd": data["kd"],
         "mixing": data["mix"],
         "provenance": {**provenance, "versions": versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
     }
+    if policy.synthesis is not None:
+        document["synthesis"] = {**data["synthesis"], "source": synthesis_source}
+    return document
 
 
-def write_policy(path: Path, policy: Policy, provenance: dict[str, Any]) -> dict[str, Any]:
-    document = policy_document(policy, provenance)
+def write_policy(
+    path: Path, policy: Policy, provenance: dict[str, Any], synthesis_source: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    document = policy_document(policy, provenance, synthesis_source)
     files.write_json(path, document)
     return document
 
@@ -112,7 +134,8 @@ def load_policy(path: str | Path) -> LoadedPolicy:
     # Upgrade: a version-1 file has no "mixing"; it mixes nothing unless its policy data says so.
     mixing = document["mixing"] if version >= 2 else section.get("mix", NO_MIXING.to_dict())
     try:
-        policy = Policy.from_dict({**section, "kd": document["kd"], "mix": mixing})
+        synthesis = document.get("synthesis")  # version 3, only in policies with synthesis
+        policy = Policy.from_dict({**section, "kd": document["kd"], "mix": mixing, "synthesis": synthesis})
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise UserError(f"{path}: malformed policy or kd section ({type(error).__name__}: {error})") from None
     pipeline = document.get("albumentations")
@@ -123,7 +146,10 @@ def load_policy(path: str | Path) -> LoadedPolicy:
         raise UserError(
             f"{path}: albumentations cannot rebuild the pipeline ({type(error).__name__}: {error})"
         ) from None
-    return LoadedPolicy(transform, policy, dict(document.get("provenance", {})))
+    provenance = dict(document.get("provenance", {}))
+    if document.get("synthesis") is not None:
+        provenance["synthesis_source"] = document["synthesis"]["source"]
+    return LoadedPolicy(transform, policy, provenance)
 
 
 def _check_pipeline_matches(policy: Policy, pipeline: dict[str, Any], path: Path) -> None:
@@ -159,7 +185,9 @@ def export_best(study: optuna.Study, storage: str, output: Path) -> dict[str, An
     provenance |= {
         key: attrs.get(key) for key in ("space", "space_sha256", "dataset", "teacher", "student", "seed")
     }
-    return write_policy(output, trial_policy(best), provenance)
+    policy = trial_policy(best)
+    source = attrs.get("synthesis_source") if policy.synthesis is not None else None
+    return write_policy(output, policy, provenance, source)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ Optuna parameter names, by structure (fixed names, so the sampler sees the same 
 ops are chosen, and older studies replay): ``op{i}``/``op{i}_p``/``op{i}_m`` (slots);
 ``sp{k}_op{j}``/``_p``/``_m`` (sub-policies); ``ra_n``, ``ra_m`` (RandAugment); ``erasing_p``,
 ``erasing_size``; ``fixed_on``; ``mix_kind``, ``mix_p``, ``mix_alpha``; ``kd_loss``, ``temperature``,
-``alpha``, ``beta``; and for a trial's budget ``lr``, ``epochs``, ``batch_size``. A range with
+``alpha``, ``beta``; ``synth_ratio``, ``synth_hard_labels``, ``synth_augment`` (synthesis); and for
+a trial's budget ``lr``, ``epochs``, ``batch_size``. A range with
 ``low == high`` is a fixed value and no parameter at all.
 """
 
@@ -37,6 +38,7 @@ from augsearch.bounds import (
 from augsearch.mixing import NO_MIXING, MixSettings
 from augsearch.ops import make_erasing, make_op, op_names
 from augsearch.settings import KD_LOSSES, IntRange, Range, Space, Stage, TrainSettings
+from augsearch.synthesis import SynthesisSettings
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,7 @@ class Policy:
     randaugment: RandAugment | None = None
     trivial: Trivial | None = None
     erasing: Erasing | None = None
+    synthesis: SynthesisSettings | None = None  # synthetic images per batch (augsearch/synthesis.py)
 
     def describe(self) -> str:
         """The fixed stages, one line per searched part, then the KD settings: what a person reads."""
@@ -174,6 +177,13 @@ class Policy:
         lines.append(f"KD: {self.kd.loss}, T={self.kd.temperature:.2f}, alpha={self.kd.alpha:.2f}{beta}")
         if self.mix.active:
             lines.append(f"mixing: {self.mix.kind}, p={self.mix.p:.2f}, alpha={self.mix.alpha:.2f}")
+        if self.synthesis is not None:
+            syn = self.synthesis
+            lines.append(
+                f"synthesis: ratio={syn.ratio:.2f}, hard_labels={syn.hard_labels}, augment={syn.augment}"
+                if syn.active
+                else "synthesis: off (ratio 0)"
+            )
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -194,6 +204,8 @@ class Policy:
             data["trivial"] = {"ops": list(self.trivial.ops)}
         if self.erasing:
             data["erasing"] = {"p": self.erasing.p, "size": self.erasing.size}
+        if self.synthesis is not None:
+            data["synthesis"] = self.synthesis.to_dict()
         return data
 
     @classmethod
@@ -214,6 +226,7 @@ class Policy:
             else RandAugment(_count(ra["n"]), float(ra["magnitude"]), tuple(str(op) for op in ra["ops"])),
             trivial=None if trivial is None else Trivial(tuple(str(op) for op in trivial["ops"])),
             erasing=None if erasing is None else Erasing(float(erasing["p"]), float(erasing["size"])),
+            synthesis=SynthesisSettings.from_dict(data["synthesis"]) if data.get("synthesis") else None,
         )
 
 
@@ -280,6 +293,24 @@ def sample_training(trial: optuna.Trial, space: Space) -> TrainSettings:
     return settings
 
 
+def sample_synthesis(trial: optuna.Trial, space: Space) -> SynthesisSettings | None:
+    """A trial's synthesis (None when the space has no ``synthesis:``): ``synth_ratio``, and only in
+    trials with synthetic images (ratio > 0) ``synth_hard_labels`` and ``synth_augment``."""
+    searched = space.synthesis
+    if searched is None:
+        return None
+    ratio = _suggest(trial, "synth_ratio", searched.ratio)
+    if ratio <= 0:
+        return SynthesisSettings(0.0)
+
+    def flag(name: str, choices: tuple[bool, ...]) -> bool:
+        return choices[0] if len(choices) == 1 else trial.suggest_categorical(name, list(choices))
+
+    return SynthesisSettings(
+        ratio, flag("synth_hard_labels", searched.hard_labels), flag("synth_augment", searched.augment)
+    )
+
+
 def sample_policy(trial: optuna.Trial, space: Space, channels: int) -> Policy:
     """Ask the trial for every searched value of ``space``: its structure's ops, erasing, the fixed
     stages' switch, the batch mixing and the KD settings (parameter names: see the module docstring)."""
@@ -315,7 +346,8 @@ def sample_policy(trial: optuna.Trial, space: Space, channels: int) -> Policy:
     # β exists only for DKD: a conditional parameter, absent from the trials that chose Hinton.
     beta = _suggest(trial, "beta", space.kd.beta) if loss == "dkd" and space.kd.beta else None
     kd = KDSettings(temperature, alpha, loss, beta)
-    return Policy(fixed, ops, kd, mix, subpolicies, randaugment, trivial, erasing)
+    synthesis = sample_synthesis(trial, space)
+    return Policy(fixed, ops, kd, mix, subpolicies, randaugment, trivial, erasing, synthesis)
 
 
 def randaugment_block(ops: list[str] | tuple[str, ...], n: int, magnitude: float) -> A.SomeOf:

@@ -204,6 +204,47 @@ class StudySettings:
 
 
 @dataclass(frozen=True)
+class GanRecipe:
+    """How the class-conditional generator is trained (augsearch/gan.py); the defaults are the shipped
+    recipe, sized for Fashion-MNIST on a 2-core CPU in under 5 minutes (README): ``width`` is the
+    generator's last hidden width (the discriminator's first), ``z_dim`` the noise size. An epoch is
+    ``epoch_images`` images drawn from the training split in a seeded order (all when None): the unit
+    between two checkpoints."""
+
+    epochs: int = 4
+    batch_size: int = 64
+    lr: float = 2e-4
+    z_dim: int = 64
+    width: int = 16
+    epoch_images: int | None = 16_000
+
+
+GENERATORS = ("dcgan",)  # augsearch/gan.py
+
+
+@dataclass(frozen=True)
+class SynthesisSpace:
+    """``synthesis: {generator: dcgan, ratio: {low: 0.0, high: 0.5}, hard_labels: [true, false],
+    augment: [true, false]}`` (augsearch/synthesis.py): the share of each training batch that is
+    synthetic (``ratio``, 0 = off), whether cross-entropy also applies to synthetic images with their
+    class (``hard_labels``) and whether the per-image pipeline runs on them (``augment``); one value
+    is fixed, several a categorical parameter. The images come from a class-conditional ``generator``
+    trained once on the training split and cached (``recipe``; ``checkpoint: PATH`` loads one instead),
+    or from ``source: npz:PATH`` (the user's own images, labels optional). A generator whose images the
+    teacher assigns to their class less often than ``min_agreement`` is refused."""
+
+    ratio: Range
+    hard_labels: tuple[bool, ...] = (True,)
+    augment: tuple[bool, ...] = (False,)
+    generator: str | None = "dcgan"
+    source: str | None = None
+    checkpoint: str | None = None
+    recipe: GanRecipe = field(default_factory=GanRecipe)
+    min_agreement: float = 0.3
+    samples: int = 2000  # images per quality figure (and per real half of the Fréchet reference)
+
+
+@dataclass(frozen=True)
 class Space:
     name: str
     description: str
@@ -223,3 +264,4 @@ class Space:
     fixed_searched: bool = False  # True: parameter ``fixed_on`` switches all fixed stages on or off
     mixing: MixSpace = field(default_factory=MixSpace)
     trial_search: TrainSearch = field(default_factory=TrainSearch)
+    synthesis: SynthesisSpace | None = None  # None: no synthetic images (augsearch/synthesis.py)

@@ -32,6 +32,8 @@ from augsearch.bounds import (
     MIX_ALPHA,
     PROBABILITY,
     RANDAUGMENT_N,
+    SYNTHESIS_AGREEMENT,
+    SYNTHESIS_RATIO,
     TEMPERATURE,
     Bound,
 )
@@ -41,6 +43,7 @@ from augsearch.mixing import MIX_KINDS
 from augsearch.names import study_name_problem
 from augsearch.ops import OPS
 from augsearch.settings import (
+    GENERATORS,
     KD_LOSSES,
     PRUNERS,
     SAMPLERS,
@@ -49,6 +52,7 @@ from augsearch.settings import (
     BaselineSettings,
     DataSettings,
     ErasingSpace,
+    GanRecipe,
     IntRange,
     KDSpace,
     MixSpace,
@@ -58,6 +62,7 @@ from augsearch.settings import (
     Space,
     Stage,
     StudySettings,
+    SynthesisSpace,
     TeacherSettings,
     TrainSearch,
     TrainSettings,
@@ -320,6 +325,58 @@ def _mixing(mix: _Reader) -> MixSpace:
     return settings
 
 
+def _flags(reader: _Reader, key: str) -> tuple[bool, ...]:
+    """``true``, ``false`` or a list of distinct ones to choose from (a categorical parameter)."""
+    value = reader.take(key, (bool, list), False)
+    values = value if isinstance(value, list) else [value]
+    for index, item in enumerate(values):
+        if not isinstance(item, bool):
+            reader.fail(f"{reader.where}.{key}[{index}]", f"expected true or false, got {item!r}")
+    if not values or len(set(values)) != len(values):
+        reader.fail(f"{reader.where}.{key}", f"expected true, false or a list of both, got {value!r}")
+    return tuple(values)
+
+
+def _synthesis(syn: _Reader) -> SynthesisSpace:
+    """The ``synthesis`` section; see :class:`SynthesisSpace`. ``generator`` and ``source`` exclude each
+    other; ``recipe`` and ``checkpoint`` belong to a generator."""
+    if "source" in syn.raw and "generator" in syn.raw:
+        syn.fail("synthesis.source", "give either generator or source, not both")
+    source = syn.take("source", str, None)
+    if source is not None and (not source.startswith("npz:") or not source[4:]):
+        syn.fail("synthesis.source", f"expected npz:PATH, got {source!r}")
+    generator = None if source is not None else syn.choice("generator", GENERATORS, "dcgan")
+    if source is not None:
+        for key in ("recipe", "checkpoint", "min_agreement", "samples"):
+            if key in syn.raw:
+                syn.fail(f"synthesis.{key}", "belongs to a generator, not to a source")
+    recipe = GanRecipe()
+    if "recipe" in syn.raw:
+        rec = syn.sub("recipe")
+        recipe = GanRecipe(
+            epochs=rec.number("epochs", 1, 10_000, recipe.epochs, kind=int),
+            batch_size=rec.number("batch_size", 2, 65_536, recipe.batch_size, kind=int),
+            lr=rec.number("lr", 1e-6, 1.0, recipe.lr),
+            z_dim=rec.number("z_dim", 1, 4096, recipe.z_dim, kind=int),
+            width=rec.number("width", 1, 1024, recipe.width, kind=int),
+            epoch_images=rec.number("epoch_images", 2, 10**9, recipe.epoch_images, kind=int),
+        )
+        rec.done()
+    settings = SynthesisSpace(
+        ratio=syn.range("ratio", *_span(SYNTHESIS_RATIO)),
+        hard_labels=_flags(syn, "hard_labels") if "hard_labels" in syn.raw else (True,),
+        augment=_flags(syn, "augment"),
+        generator=generator,
+        source=source,
+        checkpoint=syn.take("checkpoint", str, None),
+        recipe=recipe,
+        min_agreement=syn.number("min_agreement", *_span(SYNTHESIS_AGREEMENT), 0.3),
+        samples=syn.number("samples", 20, 100_000, 2000, kind=int),
+    )
+    syn.done()
+    return settings
+
+
 def _kd(reader: _Reader) -> KDSpace:
     """The ``kd`` section; see :class:`KDSpace`."""
     temperature = reader.range("temperature", *_span(TEMPERATURE))
@@ -395,6 +452,7 @@ def parse_space(raw: Any, path: Path, sha256: str) -> Space:
         top.fail("fixed_searched", "there are no fixed stages to switch on or off; add some under fixed")
     policy = _policy(top.sub("policy"), OPS)
     mixing = _mixing(top.sub("mixing")) if "mixing" in top.raw else MixSpace()
+    synthesis = _synthesis(top.sub("synthesis")) if "synthesis" in top.raw else None
 
     kd_reader = top.sub("kd")
     kd = _kd(kd_reader)
@@ -471,6 +529,7 @@ def parse_space(raw: Any, path: Path, sha256: str) -> Space:
         fixed_searched=fixed_searched,
         mixing=mixing,
         trial_search=trial_search,
+        synthesis=synthesis,
     )
     top.done()
     _check_warm_starts(space, study)

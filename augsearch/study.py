@@ -25,8 +25,10 @@ from augsearch.attributes import (
     POLICY,
     POLICY_JSON,
     PRUNED_REASON,
+    SYNTHETIC_IMAGES,
     TEACHER_PASSES,
     TEACHER_PASSES_SAVED,
+    TRAINED_IMAGES,
     WALL_SECONDS,
     WARM_START,
 )
@@ -42,6 +44,7 @@ from augsearch.reuse import clean_outputs
 from augsearch.runtime import seed_everything
 from augsearch.settings import Space
 from augsearch.storage import open_storage
+from augsearch.synthesis import Source, synthesizer_for
 
 METRIC = "val_accuracy"  # what the objective returns: the student's validation accuracy after its last epoch
 
@@ -174,6 +177,7 @@ class TrialContext:
     # None: distill.train_student. ``augsearch bench`` passes a stand-in that only reports accuracies, to
     # time everything else a trial does through this very objective.
     train: Callable[..., TrainResult] | None = None
+    synthesis: Source | None = None  # where synthetic images come from, when the space has synthesis
 
 
 def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float]:
@@ -213,6 +217,11 @@ def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float]:
                     f"pruned after epoch {epoch + 1} at validation accuracy {accuracy:.4f}"
                 )
 
+        synthesis = synthesizer_for(
+            policy.synthesis, context.synthesis, lambda: build_transform(policy), context.seed,
+            normalise.runtime.device,
+        )  # fmt: skip
+        extra = {} if synthesis is None else {"synthesis": synthesis}  # augsearch/synthesis.py
         start = time.perf_counter()
         try:
             result = (context.train or train_student)(
@@ -227,6 +236,7 @@ def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float]:
                 description=f"trial {trial.number}",
                 mix=policy.mix,
                 clean=clean,
+                **extra,
             )
         except NonFiniteLoss as error:
             trial.set_user_attr(PRUNED_REASON, str(error))
@@ -239,6 +249,9 @@ def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float]:
         trial.set_user_attr(IMAGES_PER_SECOND, round(result.images_per_second, 1))
         trial.set_user_attr(TEACHER_PASSES, result.teacher_images)
         trial.set_user_attr(TEACHER_PASSES_SAVED, result.teacher_saved)
+        if synthesis is not None:
+            trial.set_user_attr(SYNTHETIC_IMAGES, result.synthetic_images)
+            trial.set_user_attr(TRAINED_IMAGES, result.images)
         return result.val_accuracy[-1]
 
     return objective

@@ -83,6 +83,8 @@ def warm_start_problem(name: str, space: Space) -> str | None:
                 )
     if "none" not in space.mixing.kinds:
         return "it mixes no batches, which needs none among mixing.kinds"
+    if space.synthesis is not None and space.synthesis.ratio.low > 0:
+        return "it uses no synthetic images, which needs synthesis.ratio to allow 0"
     return _augmentation_problem(name, space)
 
 
@@ -121,6 +123,8 @@ def warm_start_params(name: str, space: Space, channels: int) -> dict[str, Any]:
         _searched(params, "erasing_size", policy.erasing.size.low, policy.erasing.size)
     if len(space.mixing.kinds) > 1:
         params["mix_kind"] = "none"
+    if space.synthesis is not None:
+        _searched(params, "synth_ratio", 0.0, space.synthesis.ratio)
     if len(kd.losses) > 1:
         params["kd_loss"] = "hinton"
     temperature = min(max(settings.temperature, kd.temperature.low), kd.temperature.high)
