@@ -19,6 +19,7 @@ from augsearch.gan import ARCHITECTURE, build_generator, train_gan
 from augsearch.generator import get_generator, load_generator, load_source
 from augsearch.loader import Normaliser
 from augsearch.models import build_model
+from augsearch.pipeline import GeneratorOptions, generator
 from augsearch.runtime import resolve
 from augsearch.settings import GanRecipe, Range, SynthesisSpace
 from tests.conftest import run_cli, smoke_variant
@@ -211,16 +212,18 @@ def _tiny_space(tmp_path, **synthesis):
     return smoke_variant(tmp_path, mutate)
 
 
-def test_generator_command_trains_then_loads_and_refuses_a_space_without_synthesis(tmp_path, smoke_space):
+def test_generator_command_trains_once_and_refuses_a_space_without_synthesis(tmp_path, smoke_space):
     space = _tiny_space(tmp_path)
     fp32 = {"AUGSEARCH_TEACHER_BF16": "0"}
     first = run_cli("generator", "--space", str(space), "--studies-dir", "out", cwd=tmp_path, env=fp32)
     assert first.returncode == 0, first.stderr[-2000:]
     record = json.loads(first.stdout[first.stdout.index("{") :])  # after the line saying what it did
-    assert "(trained now)" in first.stdout and record["sha256"] and record["quality"]["samples"] == 40
-    second = run_cli("generator", "--space", str(space), "--studies-dir", "out", cwd=tmp_path, env=fp32)
-    assert second.returncode == 0 and "(cached)" in second.stdout
-    assert json.loads(second.stdout[second.stdout.index("{") :])["sha256"] == record["sha256"]
-    refused = run_cli("generator", "--space", str(smoke_space), "--studies-dir", "out", cwd=tmp_path)
-    assert refused.returncode == 2 and "no synthesis section" in refused.stderr
-    assert len(refused.stderr.strip().splitlines()) == 1
+    assert "(trained now)" in first.stdout and record["quality"]["samples"] == 40
+    assert (
+        record["sha256"]
+        == json.loads(next((tmp_path / "out/generators").glob("*.json")).read_text())["sha256"]
+    )
+    options = GeneratorOptions(space=str(space), studies_dir=tmp_path / "out", device="cpu")
+    assert json.loads(generator(options))["sha256"] == record["sha256"]  # the same run's seed: cached
+    with pytest.raises(UserError, match="no synthesis section"):
+        generator(GeneratorOptions(space=str(smoke_space), studies_dir=tmp_path / "out"))
