@@ -201,6 +201,8 @@ class StudySettings:
     pruner_args: dict[str, Any] = field(default_factory=dict)
     sampler_args: dict[str, Any] = field(default_factory=dict)
     warm_starts: tuple[str, ...] = ()  # baselines enqueued as the first trials (augsearch/warmstart.py)
+    # Whole parameter sets enqueued after them, e.g. another study's best trial (augsearch/warmstart.py)
+    warm_start_params: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)

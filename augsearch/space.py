@@ -68,7 +68,7 @@ from augsearch.settings import (
     TrainSettings,
 )
 from augsearch.validate import MAX_SIDE, growth, stage_problem
-from augsearch.warmstart import warm_start_problem
+from augsearch.warmstart import params_problem, warm_start_problem
 
 # The shipped spaces: inside the package in an installed wheel (pyproject.toml ships search_spaces/ as
 # augsearch/search_spaces/), beside the package in a checkout.
@@ -467,6 +467,7 @@ def parse_space(raw: Any, path: Path, sha256: str) -> Space:
         pruner_args=study.take("pruner_args", dict, {}),
         sampler_args=study.take("sampler_args", dict, {}),
         warm_starts=study.names("warm_starts", BASELINES, "baseline", []),
+        warm_start_params=tuple(study.take("warm_start_params", list, [])),
     )
     study.done()
     _check_sampler_args(study, study_settings)
@@ -475,11 +476,9 @@ def parse_space(raw: Any, path: Path, sha256: str) -> Space:
         study.fail(
             "study.sampler", "cmaes needs the cmaes package, which is not installed (pip install cmaes)"
         )
-    if len(study_settings.warm_starts) > study_settings.trials:
-        study.fail(
-            "study.warm_starts",
-            f"{len(study_settings.warm_starts)} warm starts but only {study_settings.trials} trials",
-        )
+    warm = len(study_settings.warm_starts) + len(study_settings.warm_start_params)
+    if warm > study_settings.trials:
+        study.fail("study.warm_starts", f"{warm} warm starts but only {study_settings.trials} trials")
 
     proxy = ProxySettings()
     if "proxy" in top.raw:
@@ -582,15 +581,28 @@ def _check_study_numbers(study: _Reader, settings: StudySettings) -> None:
                     )
 
 
+def _channels(space: Space) -> int:
+    """The image channels the space's dataset is known to have before it is loaded (grey Fashion-MNIST,
+    synthetic data as specified), else 3: the catalogue's every op, checked again when enqueued."""
+    if space.dataset.synthetic is not None:
+        return space.dataset.synthetic.channels
+    return 1 if space.dataset.name == "fashion-mnist" else 3
+
+
 def _check_warm_starts(space: Space, study: _Reader) -> None:
     """Refuse a warm start the space cannot express exactly (augsearch/warmstart.py says why)."""
     screening = space.proxy.batches and space.proxy.skip_worst_fraction > 0
-    if screening and len(space.study.warm_starts) > space.proxy.startup_trials:
+    warm = len(space.study.warm_starts) + len(space.study.warm_start_params)
+    if screening and warm > space.proxy.startup_trials:
         study.fail(
             "study.warm_starts",
-            f"{len(space.study.warm_starts)} warm starts need proxy.startup_trials "
-            f">= {len(space.study.warm_starts)}, or the proxy could skip one before it trains",
+            f"{warm} warm starts need proxy.startup_trials "
+            f">= {warm}, or the proxy could skip one before it trains",
         )
+    for index, params in enumerate(space.study.warm_start_params):
+        problem = params_problem(params, space, _channels(space))
+        if problem:
+            study.fail(f"study.warm_start_params[{index}]", problem)
     for index, name in enumerate(space.study.warm_starts):
         problem = warm_start_problem(name, space)
         if problem:

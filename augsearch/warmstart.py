@@ -17,14 +17,16 @@ trial of the study already carries is not enqueued again, so resuming a study ad
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import optuna
 
 from augsearch.attributes import WARM_START
 from augsearch.baselines import BASELINES, RANDAUGMENT_M, RANDAUGMENT_N, RANDAUGMENT_OPS
+from augsearch.errors import UserError
 from augsearch.ops import OPS
-from augsearch.policy import op_choices
+from augsearch.policy import op_choices, sample_policy, sample_training
 from augsearch.settings import Range, Space
 
 
@@ -133,12 +135,38 @@ def warm_start_params(name: str, space: Space, channels: int) -> dict[str, Any]:
     return params
 
 
+def params_problem(params: dict[str, Any], space: Space, channels: int) -> str | None:
+    """Why ``params`` (``study.warm_start_params[i]``) is not one whole trial of ``space``, or None: every
+    parameter a trial with these values asks for must be given, in its range or among its choices,
+    and none may be left over. Checked by replaying the trial on ``optuna.trial.FixedTrial``."""
+    if not isinstance(params, dict):
+        return f"expected a mapping of parameter names to values, got {type(params).__name__}"
+    trial = optuna.trial.FixedTrial(params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # FixedTrial only warns about a value outside its range
+        try:
+            sample_training(trial, space)
+            sample_policy(trial, space, channels)
+        except (ValueError, TypeError, Warning) as error:
+            return " ".join(str(error).split())[:300]
+    unused = sorted(set(params) - set(trial.params))
+    return f"{unused[0]!r} is not a parameter of this space's trials" if unused else None
+
+
 def enqueue_warm_starts(study: optuna.Study, space: Space, channels: int) -> list[str]:
-    """Enqueue the space's warm starts not yet in ``study``; returns the names enqueued now."""
+    """Enqueue the space's warm starts not yet in ``study``; returns the names enqueued now (a
+    parameter set of ``study.warm_start_params`` is named ``params[i]``)."""
     present = {trial.user_attrs.get(WARM_START) for trial in study.get_trials(deepcopy=False)}
     enqueued = []
     for name in space.study.warm_starts:
         if name not in present:
             study.enqueue_trial(warm_start_params(name, space, channels), user_attrs={WARM_START: name})
+            enqueued.append(name)
+    for index, params in enumerate(space.study.warm_start_params):
+        name = f"params[{index}]"
+        if name not in present:
+            if problem := params_problem(params, space, channels):  # the data's channels, known now
+                raise UserError(f"{space.path}: study.warm_start_params[{index}]: {problem}")
+            study.enqueue_trial(dict(params), user_attrs={WARM_START: name})
             enqueued.append(name)
     return enqueued
