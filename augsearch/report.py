@@ -24,6 +24,7 @@ import optuna
 from augsearch import files
 from augsearch.attributes import POLICY, PROXY_STDDEV, TEACHER_PASSES, TEACHER_PASSES_SAVED
 from augsearch.stats import paired_difference, seeds_needed, spearman_interval
+from augsearch.synthesis import synthesis_lines
 
 
 @dataclass(frozen=True)
@@ -305,6 +306,7 @@ def write(
         fidelity_line,
         proxy_line,
     ]
+    lines += synthesis_lines(runs, study.get_trials(deepcopy=False), study.user_attrs.get("synthesis_source"))
     text = "\n".join(lines)
     plots = _plots(study, rows, study_dir, samples)
     best = study.best_trial if counts["complete"] else None

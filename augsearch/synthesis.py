@@ -126,3 +126,44 @@ def synthesizer_for(
 def synthesis_provenance(source: Source | None, settings: SynthesisSettings) -> dict[str, Any]:
     """What a policy file says about its synthesis: the settings and where the images came from."""
     return {**settings.to_dict(), "source": None if source is None else source.provenance}
+
+
+def synthesis_lines(
+    runs: list[dict[str, Any]], trials: list[Any], source: dict[str, Any] | None
+) -> list[str]:
+    """The report's lines on synthesis (none when the study has none): how much of each batch was
+    synthetic in the trials and in each retrained policy, and the source's quality figures."""
+    counted = [t for t in trials if "synthetic_images" in t.user_attrs and t.user_attrs.get("trained_images")]
+    with_runs = [run for run in runs if "synthesis" in run]
+    if not counted and not with_runs and source is None:
+        return []
+    lines = []
+    if counted:
+        synthetic = sum(t.user_attrs["synthetic_images"] for t in counted)
+        images = sum(t.user_attrs["trained_images"] for t in counted)
+        on = sum(t.user_attrs["synthetic_images"] > 0 for t in counted)
+        lines.append(
+            f"synthesis in the trials: {on} of {len(counted)} counted trials drew synthetic images; "
+            f"{synthetic / images:.1%} of all their training images were synthetic"
+        )
+    seen: set[str] = set()
+    for run in with_runs:
+        if run["name"] in seen:
+            continue
+        seen.add(run["name"])
+        settings = run["synthesis"]
+        lines.append(
+            f"synthesis in {run['name']}: ratio {settings['ratio']:.2f} (hard labels "
+            f"{settings['hard_labels']}, augmented {settings['augment']}): "
+            f"{run.get('synthetic_share', 0.0):.1%} of each batch synthetic"
+        )
+    if source and source.get("quality"):
+        quality = source["quality"]
+        lines.append(
+            f"generator {source.get('file')}: teacher agreement {quality['teacher_agreement']:.3f} "
+            f"(real validation images: {quality['real_teacher_accuracy']:.3f}), Frechet distance "
+            f"{quality['frechet_distance']:.3g} (two real halves: {quality['real_frechet_distance']:.3g})"
+        )
+    elif source:
+        lines.append(f"synthetic images from {source.get('file')} ({source.get('images')} images)")
+    return lines
