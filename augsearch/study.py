@@ -44,7 +44,7 @@ from augsearch.reuse import clean_outputs
 from augsearch.runtime import seed_everything
 from augsearch.settings import Space
 from augsearch.storage import open_storage
-from augsearch.synthesis import Source, synthesizer_for
+from augsearch.synthesis import Source, preview_rows, synthesizer_for
 
 METRIC = "val_accuracy"  # what the objective returns: the student's validation accuracy after its last epoch
 
@@ -195,8 +195,15 @@ def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float]:
         policy = sample_policy(trial, space, data.channels)
         trial.set_user_attr(POLICY, policy.describe())
         trial.set_user_attr(POLICY_JSON, policy.to_dict())
+        synthesis = synthesizer_for(
+            policy.synthesis, context.synthesis, lambda: build_transform(policy), context.seed,
+            normalise.runtime.device,
+        )  # fmt: skip
         if store is not None:  # what the policy does to fixed images, for optuna-dashboard (preview.py)
-            attach(trial, store, render_grid(build_transform(policy), preview, context.seed), policy)
+            shown = preview  # with synthesis, synthetic images in the rows below the real ones
+            if synthesis is not None:
+                shown = np.concatenate([preview, preview_rows(context.synthesis, len(preview), context.seed)])
+            attach(trial, store, render_grid(build_transform(policy), shown, context.seed), policy)
         if batches_for_proxy:  # T. stddev before training; may prune at step 0 (augsearch/proxy.py)
             transform = build_transform(policy, seed=context.seed)
             screen(trial, transform, context.teacher, x_proxy, normalise, space.trial.batch_size, space.proxy)
@@ -217,10 +224,6 @@ def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float]:
                     f"pruned after epoch {epoch + 1} at validation accuracy {accuracy:.4f}"
                 )
 
-        synthesis = synthesizer_for(
-            policy.synthesis, context.synthesis, lambda: build_transform(policy), context.seed,
-            normalise.runtime.device,
-        )  # fmt: skip
         extra = {} if synthesis is None else {"synthesis": synthesis}  # augsearch/synthesis.py
         start = time.perf_counter()
         try:

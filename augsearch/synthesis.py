@@ -106,6 +106,20 @@ class Synthesizer:
         return images, labels
 
 
+def preview_rows(source: Source, rows: int, seed: int) -> np.ndarray:
+    """``rows`` synthetic images (classes in turn) for a trial's preview grid, drawn on the CPU from a
+    stream of their own: the same for every trial, and the training stream is left as it is."""
+    labels = torch.arange(rows) % source.num_classes
+    if source.generator is not None:
+        generator = source.generator
+        device = next(generator.parameters()).device
+        stream = torch.Generator(device=device).manual_seed(seed)
+        return sample(generator, labels.to(device), stream).cpu().numpy()
+    assert source.images is not None and source.labels is not None
+    rng = np.random.default_rng(seed)
+    return source.images[rng.choice(len(source.images), size=rows, replace=len(source.images) < rows)]
+
+
 def synthesizer_for(
     settings: SynthesisSettings | None,
     source: Source | None,

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+from PIL import Image
+
 from augsearch.export import load_policy
 from tests.conftest import run_cli, smoke_variant
 
@@ -38,3 +40,5 @@ def test_a_tiny_generative_run_end_to_end(tmp_path):
     report = (tmp_path / "out/smoke/report.md").read_text()
     assert "synthesis in the trials: 2 of 2 counted trials drew synthetic images" in report
     assert "of each batch synthetic" in report and "teacher agreement" in report
+    grids = [Image.open(path) for path in (tmp_path / "out/smoke/artifacts").rglob("*") if path.is_file()]
+    assert grids and all(grid.height == 2 + 16 * (64 + 2) for grid in grids)  # 8 real + 8 synthetic rows
