@@ -10,7 +10,8 @@ Loss: the hinge loss of both papers,
 
     L_D = E[max(0, 1 − D(x, y))] + E[max(0, 1 + D(G(z, y), y))],   L_G = −E[D(G(z, y), y)],
 
-the recipe those papers found to train stably at 32 px without tuning, with Adam(2e-4, β=(0.5, 0.999)).
+the recipe those papers found to train stably at 32 px, with Adam(β=(0.5, 0.999)) at the recipe's
+learning rate (:class:`augsearch.settings.GanRecipe`).
 
 Training is seeded: each epoch's data order and noise come from ``(seed, epoch)`` alone and a
 checkpoint is written (atomically) after every epoch, so a killed training resumes to the same weights
