@@ -20,3 +20,7 @@ TEACHER_PASSES_SAVED = "teacher_passes_saved"  # of those, outputs reused from c
 WORKER = "worker"  # host:pid of the process that ran it
 STRENGTH = "strength"  # mean augmentation strength per epoch, non-constant schedules only (control.py)
 STRENGTH_REACHED = "strength_reached"  # the strength at the end of each epoch (a bound: clamped there)
+SYNTHETIC_IMAGES = (
+    "synthetic_images"  # of the images a trial trained on, how many were synthetic (synthesis.py)
+)
+TRAINED_IMAGES = "trained_images"  # every image a trial trained on, real and synthetic (with synthesis only)

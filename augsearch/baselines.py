@@ -25,6 +25,7 @@ from augsearch.errors import UserError
 from augsearch.mixing import NO_MIXING, MixSettings
 from augsearch.ops import op_names
 from augsearch.policy import KDSettings, Policy, build_transform, randaugment_block, trivial_block
+from augsearch.synthesis import SynthesisSettings
 
 BASELINES = ("none", "standard", "randaugment", "trivialaugment", "student-alone")
 # RandAugment's list (identity, autocontrast, equalize, rotate, solarize, color, posterize, contrast,
@@ -39,8 +40,9 @@ RANDAUGMENT_N, RANDAUGMENT_M = 2, 0.3  # ops per image, magnitude (M=9 of RandAu
 @dataclass(frozen=True)
 class Candidate:
     """A policy to retrain: name, pipeline (None: no augmentation), KD settings (None: no KD), the
-    batch mixing applied after the pipeline (none for every baseline), and where its KD settings
-    come from."""
+    batch mixing applied after the pipeline (none for every baseline), where its KD settings come from,
+    the searched policy (its strength schedule) and the synthetic images appended to each batch (none
+    for every baseline: they are what synthesis is measured against)."""
 
     name: str
     transform: A.Compose | None
@@ -52,6 +54,7 @@ class Candidate:
     kind: str | None = None
     kd_source: str | None = None  # "fixed", "searched" or "kd-tuned" (augsearch/fair.py); None: as before
     policy: Policy | None = None  # a searched candidate's policy: its strength schedule is run (retrain.py)
+    synthesis: SynthesisSettings | None = None  # synthetic images per batch (searched policies only)
 
 
 def parse_baselines(text: str) -> tuple[str, ...]:

@@ -72,6 +72,7 @@ from augsearch.distill import (
     teacher_logits,
     train_student,
 )
+from augsearch.gan import build_generator
 from augsearch.loader import Batch, Normaliser, augment, make_loader
 from augsearch.models import build_model
 from augsearch.ops import make_erasing, make_op
@@ -91,6 +92,7 @@ from augsearch.settings import Range, ScheduleSpace, Space, TrainSettings
 from augsearch.space import load_space
 from augsearch.storage import default_storage, open_storage
 from augsearch.study import TrialContext, make_objective, make_pruner, make_sampler
+from augsearch.synthesis import Source, SynthesisSettings, Synthesizer, synthetic_count
 from augsearch.workspace import Workspace, trial_context
 
 WARMUP_BATCHES = 3
@@ -259,11 +261,16 @@ class _TrialStep:
         self.student: torch.nn.Module | None = None
 
     def rate(
-        self, transform, reuse: bool, control: StrengthControl | None = None
+        self,
+        transform,
+        reuse: bool,
+        control: StrengthControl | None = None,
+        synthesis: Synthesizer | None = None,
     ) -> tuple[float, float | None, float | None]:
-        """Images per second, the share of teacher passes saved, and the GPU's mean utilisation.
+        """Real images per second, the share of teacher passes saved, and the GPU's mean utilisation.
         With ``control`` (a strength schedule, augsearch/control.py) the loader rebuilds ``transform``'s
-        policy at each new strength, as a scheduled trial's does."""
+        policy at each new strength, as a scheduled trial's does; with ``synthesis``, its synthetic
+        images are appended to every batch (not counted)."""
         runtime = self.normalise.runtime
         clean = None
         if reuse:
@@ -278,9 +285,10 @@ class _TrialStep:
         )
         timed = _Timed(loader, WARMUP_BATCHES)
         with GpuUtilisation(runtime.device) as gpu:
+            extra = {} if synthesis is None else {"synthesis": synthesis}
             result = train_student(
                 self.student, timed, self.settings, self.normalise, self.teacher, self.kd, clean=clean,
-                control=control,
+                control=control, **extra,
             )  # fmt: skip
             _sync(runtime)
         return timed.images / (time.perf_counter() - timed.start), result.teacher_saved_share, gpu.mean
@@ -327,6 +335,26 @@ def _controller_rates(
         "controller_steps": control.readings,
         "controller_strength_changes": control.changes,
         "controller_final_strength": control.value,
+    }
+
+
+def _synthesis_rate(space, data, trial: _TrialStep, transform, runtime, seed: int) -> dict[str, Any]:
+    """(d'): the trial step with synthesis at the space's largest ratio (augmented if the space allows
+    it: the dearer choice), a randomly initialised generator of the space's recipe (nothing trained:
+    its cost does not depend on its weights). Real images per second, and every image trained on."""
+    searched = space.synthesis
+    torch.manual_seed(seed)
+    generator = build_generator(searched.recipe, data.num_classes, data.channels, data.image_size)
+    source = Source(data.num_classes, generator=generator.to(runtime.device).eval())
+    settings = SynthesisSettings(searched.ratio.high, augment=True in searched.augment)
+    synth = Synthesizer(source, settings, copy.deepcopy(transform), seed, runtime.device)
+    real = trial.rate(transform, runtime.teacher_reuse, synth)[0]
+    extra = synthetic_count(trial.settings.batch_size, settings.ratio) / trial.settings.batch_size
+    return {
+        "synthesis_ratio": settings.ratio,
+        "synthesis_augment": settings.augment,
+        "trial_step_synthesis_img_s": real,
+        "trial_step_synthesis_all_img_s": real * (1 + extra),
     }
 
 
@@ -475,6 +503,9 @@ def bench(
     figures["trial_step_none_img_s"], figures["teacher_saved_share_none"], _ = trial.rate(None, reuse=True)
     say("(d) again: a sampled policy at constant strength, then under the adaptive controller")
     figures |= _controller_rates(trial, space, data.channels, seed, runtime.teacher_reuse)
+    if space.synthesis is not None and space.synthesis.generator is not None:
+        say("(d') the same trial step with the space's largest synthetic share, an untrained generator")
+        figures |= _synthesis_rate(space, data, trial, transform, runtime, seed)
     figures["efficiency"] = figures["trial_step_img_s"] / bound
     if runtime.device.type == "cpu":  # augmentation and the models share the same cores
         core_seconds = figures["cores"] / bound + max(1, runtime.loader_workers) / figures["augment_img_s"]
@@ -594,6 +625,17 @@ def format_figures(figures: dict[str, Any]) -> str:
             f"({figures['controller_cost']:+.1%} cost; {figures['controller_steps']} controller steps, "
             f"{figures['controller_strength_changes']} rebuilds, final strength "
             f"{figures['controller_final_strength']:.2f})",
+        ),
+        *(
+            [
+                (
+                    f"    synthesis at ratio {figures['synthesis_ratio']:g}: real, all images",
+                    f"{figures['trial_step_synthesis_img_s']:,.0f} img/s, "
+                    f"{figures['trial_step_synthesis_all_img_s']:,.0f} img/s",
+                )
+            ]
+            if "trial_step_synthesis_img_s" in figures
+            else []
         ),
         ("efficiency d / bound", f"{figures['efficiency']:.3f}"),
         *(

@@ -46,3 +46,7 @@ AGREEMENT_TARGET = Bound(0.0, 1.0)  # the set-point of teacher-student top-1 agr
 LOSS_RATIO_TARGET = Bound(0.1, 10.0)  # the set-point of the KD loss over its running mean
 STRENGTH_STEP = Bound(1e-4, 0.5)  # how far one controller step moves s
 CONTROL_INTERVAL = Bound(1, 100_000, integer=True)  # training steps between two controller steps
+SYNTHESIS_RATIO = Bound(
+    0.0, 0.9
+)  # synthetic share of a batch; 0.9 already appends 9 synthetic per real image
+SYNTHESIS_AGREEMENT = Bound(0.0, 1.0)  # the teacher-agreement floor below which a generator is refused

@@ -119,6 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--storage", help="Optuna storage URL (default: the study's SQLite file)")
     report.add_argument("--data-dir", type=Path, help="where datasets are looked up (for the sample grid)")
 
+    generator = commands.add_parser(
+        "generator", help="train (or load the cached) class-conditional generator of a space with synthesis"
+    )
+    generator.add_argument("--space", default="default", help="a shipped space name or a YAML path")
+    generator.add_argument("--studies-dir", type=Path, default=Path("studies"))
+    generator.add_argument("--dataset", help="override the space's dataset")
+    generator.add_argument("--data-dir", type=Path, help="where datasets are looked up")
+    generator.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    generator.add_argument("--seed", type=int, help="seed (default: the space's study seed, as run uses)")
+    generator.add_argument("--teacher-checkpoint", type=Path, help="the teacher state dict to measure with")
+
     commands.add_parser("spaces", help="list the shipped search spaces")
 
     validate = commands.add_parser(
@@ -248,6 +259,12 @@ def _bench(args: argparse.Namespace) -> None:
     print(json.dumps(figures) if args.json else format_figures(figures))
 
 
+def _generator(args: argparse.Namespace) -> None:
+    from augsearch.pipeline import GeneratorOptions, generator
+
+    print(generator(_options(GeneratorOptions, args)))
+
+
 def _validate(args: argparse.Namespace) -> None:
     from augsearch.pipeline import validate_file
 
@@ -271,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         handlers = {"run": _run, "export": _export, "spaces": _spaces, "bench": _bench, "validate": _validate}
         handlers |= {"dashboard": _dashboard, "preview": _preview, "retrain": _retrain, "report": _report}
-        handlers |= {"worker": _worker}
+        handlers |= {"worker": _worker, "generator": _generator}
         handlers[args.command](args)
     except UserError as error:
         print(f"augsearch: error: {error}", file=sys.stderr)

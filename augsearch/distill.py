@@ -34,6 +34,7 @@ from augsearch.policy import KDSettings
 from augsearch.reuse import CleanOutputs
 from augsearch.runtime import Runtime
 from augsearch.settings import TrainSettings
+from augsearch.synthesis import Synthesizer
 
 
 class NonFiniteLoss(RuntimeError):
@@ -165,6 +166,32 @@ def _loss(
     raise ValueError(f"unknown KD loss {kd.loss!r}")
 
 
+def real_only_cross_entropy(
+    loss: dict[str, torch.Tensor],
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor | None,
+    targets: torch.Tensor,
+    kd: KDSettings | None,
+    targets_b: torch.Tensor | None,
+    lam: float,
+    real: int,
+) -> dict[str, torch.Tensor]:
+    """``loss`` (over a batch whose first ``real`` images are real, the rest synthetic) with its
+    cross-entropy term read on the real images only: synthetic images then teach through the KD term
+    alone (``synthesis.hard_labels: false``). The CE term's weight in the total is 1 − α for Hinton's
+    loss and 1 for DKD's and for plain cross-entropy (no teacher: synthetic images then teach nothing)."""
+    part = distillation_loss(
+        student_logits[:real],
+        None if teacher_logits is None else teacher_logits[:real],
+        targets[:real],
+        kd,
+        None if targets_b is None else targets_b[:real],
+        lam,
+    )
+    weight = 1 - kd.alpha if kd is not None and teacher_logits is not None and kd.loss == "hinton" else 1.0
+    return loss | {"total": loss["total"] + weight * (part["ce"] - loss["ce"]), "ce": part["ce"]}
+
+
 def teacher_logits(teacher: nn.Module, images: torch.Tensor, runtime: Runtime) -> torch.Tensor:
     """The frozen teacher's logits for this very batch, under inference mode, in the teacher's precision."""
     with torch.inference_mode(), runtime.teacher_autocast():
@@ -249,6 +276,7 @@ class TrainResult:
     teacher_images: int = 0
     teacher_saved: int = 0
     strength: list[float] = field(default_factory=list)  # mean strength per epoch (augsearch/control.py)
+    synthetic_images: int = 0  # of ``images``, how many were synthetic (augsearch/synthesis.py)
 
     @property
     def images_per_second(self) -> float:
@@ -291,6 +319,7 @@ def train_student(
     mix_seed: int | None = None,
     clean: CleanOutputs | None = None,
     control: StrengthControl | None = None,
+    synthesis: Synthesizer | None = None,
 ) -> TrainResult:
     """Train ``student`` for ``settings.epochs`` epochs over ``batches`` (a loader of uint8 batches).
 
@@ -322,6 +351,10 @@ def train_student(
     the strength is set before each epoch and, for an adaptive schedule, moved by the controller from
     the teacher-student signal on the augmented batch; the mean strength of each epoch is recorded in
     ``result.strength``. Without it nothing of this runs and ``result.strength`` stays empty.
+
+    With ``synthesis`` (:mod:`augsearch.synthesis`) synthetic images are appended to every batch
+    before mixing; the teacher always runs on them afresh, and with ``hard_labels`` off the
+    cross-entropy term reads only the real images (:func:`real_only_cross_entropy`).
     """
     runtime = normalise.runtime
     student.to(runtime.device, memory_format=runtime.memory_format).train()
@@ -347,6 +380,12 @@ def train_student(
         for step, (images, labels, *where) in enumerate(steps):
             images, labels = normalise(images), labels.to(runtime.device, non_blocking=True)
             labels_b, lam, reusable = None, 1.0, clean is not None and len(where) == 2
+            real = len(labels)
+            if synthesis is not None:
+                extra, extra_labels = synthesis.draw(real)
+                if len(extra_labels):
+                    images, labels = torch.cat([images, normalise(extra)]), torch.cat([labels, extra_labels])
+                    result.synthetic_images += len(extra_labels)
             if mixing is not None:
                 mixed = mix_batch(images, labels, mixing, generator)
                 images, labels_b, lam = mixed.images, mixed.labels_b, mixed.lam
@@ -354,7 +393,11 @@ def train_student(
                 reusable = reusable and not mixed.applied  # a mixed image is a changed image
             targets = None
             if use_teacher:
-                if reusable:
+                if reusable and real < len(labels):  # the real images may reuse, the synthetic never
+                    targets, saved = clean.targets(images[:real], where[0].numpy(), where[1].numpy(), run)
+                    targets = torch.cat([targets, run(images[real:])])
+                    result.teacher_saved += saved
+                elif reusable:
                     targets, saved = clean.targets(images, where[0].numpy(), where[1].numpy(), run)
                     result.teacher_saved += saved
                 else:
@@ -363,6 +406,10 @@ def train_student(
             with runtime.autocast():
                 logits = student(images)
             loss = distillation_loss(logits, targets, labels, kd_now if use_teacher else None, labels_b, lam)
+            if real < len(labels) and not synthesis.settings.hard_labels:
+                loss = real_only_cross_entropy(
+                    loss, logits, targets, labels, kd_now if use_teacher else None, labels_b, lam, real
+                )
             optimiser.zero_grad(set_to_none=True)
             loss["total"].backward()
             optimiser.step()
@@ -416,6 +463,7 @@ def _save(path: Path, epochs_done: int, model: nn.Module, optimiser, schedule, r
                 "teacher_images": result.teacher_images,
                 "teacher_saved": result.teacher_saved,
                 "strength": result.strength,
+                "synthetic_images": result.synthetic_images,
             },
         },
     )

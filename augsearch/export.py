@@ -10,9 +10,11 @@ augsearch refuse or upgrade an older file instead of misreading it:
 - 1: no ``"mixing"`` key (read as no mixing, or as ``policy.mix`` where a file has one);
 - 2: ``"mixing"`` beside ``"kd"``;
 - 3: a ``"schedule"`` beside them (augsearch/schedule.py: the kind, its settings and, for ``adaptive``,
-  the per-epoch strengths the best trial followed). Written only for a policy whose schedule is not
-  ``constant``, whose files stay version 2 and read as they always have; a file without the key is
-  ``constant``. ``data["albumentations"]`` is the pipeline at strength 1, the policy as searched.
+  the per-epoch strengths the best trial followed; a file without the key is ``constant``) and/or a
+  ``"synthesis"`` (the synthetic share of each batch, ``hard_labels``, ``augment`` and the ``source``: the
+  generator's file, sha256, recipe and quality figures, augsearch/generator.py). Written only for a policy
+  with a schedule that is not ``constant`` or with synthesis; every other policy is still version 2.
+  ``data["albumentations"]`` is the pipeline at strength 1, the policy as searched.
 """
 
 from __future__ import annotations
@@ -37,11 +39,12 @@ from augsearch.policy import KDSettings, Policy, build_transform, build_transfor
 from augsearch.redaction import redact
 from augsearch.schedule import Schedule, strength_at, with_trajectory
 from augsearch.storage import load_stored_study, study_storage_url
+from augsearch.synthesis import SynthesisSettings
 from augsearch.validate import check_policy_document
 
 FORMAT = "augsearch-policy"
 SCHEMA_VERSION = 3
-PLAIN_SCHEMA_VERSION = 2  # what a policy with the constant schedule is written as
+PLAIN_SCHEMA_VERSION = 2  # what a policy without a schedule or synthesis is written as
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,16 @@ class LoadedPolicy:
         """The per-image pipeline at ``strength`` in [0, 1]; ``transform_at(1.0)`` is ``transform``."""
         return build_transform_at(self.policy, strength, seed)
 
+    @property
+    def synthesis(self) -> SynthesisSettings | None:
+        """The synthetic share of each batch and how it is used; None: no synthesis."""
+        return self.policy.synthesis
+
+    @property
+    def synthesis_source(self) -> dict[str, Any] | None:
+        """Where the synthetic images came from (generator file, sha256, recipe, quality figures)."""
+        return self.provenance.get("synthesis_source")
+
 
 def versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
@@ -87,25 +100,33 @@ def versions() -> dict[str, str]:
     return found
 
 
-def policy_document(policy: Policy, provenance: dict[str, Any]) -> dict[str, Any]:
+def policy_document(
+    policy: Policy, provenance: dict[str, Any], synthesis_source: dict[str, Any] | None = None
+) -> dict[str, Any]:
     data = policy.to_dict()
-    scheduled = "schedule" in data  # only a policy whose schedule is not constant
+    extended = "schedule" in data or policy.synthesis is not None  # else written as version 2
     document = {
         "format": FORMAT,
-        "schema_version": SCHEMA_VERSION if scheduled else PLAIN_SCHEMA_VERSION,
+        "schema_version": SCHEMA_VERSION if extended else PLAIN_SCHEMA_VERSION,
         "albumentations": A.to_dict(build_transform(policy)),
-        "policy": {key: value for key, value in data.items() if key not in ("kd", "mix", "schedule")},
+        "policy": {
+            key: value for key, value in data.items() if key not in ("kd", "mix", "schedule", "synthesis")
+        },
         "kd": data["kd"],
         "mixing": data["mix"],
         "provenance": {**provenance, "versions": versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
     }
-    if scheduled:
+    if "schedule" in data:
         document["schedule"] = data["schedule"]
+    if policy.synthesis is not None:
+        document["synthesis"] = {**data["synthesis"], "source": synthesis_source}
     return document
 
 
-def write_policy(path: Path, policy: Policy, provenance: dict[str, Any]) -> dict[str, Any]:
-    document = policy_document(policy, provenance)
+def write_policy(
+    path: Path, policy: Policy, provenance: dict[str, Any], synthesis_source: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    document = policy_document(policy, provenance, synthesis_source)
     files.write_json(path, document)
     return document
 
@@ -138,7 +159,10 @@ def load_policy(path: str | Path) -> LoadedPolicy:
     mixing = document["mixing"] if version >= 2 else section.get("mix", NO_MIXING.to_dict())
     schedule = {"schedule": document["schedule"]} if "schedule" in document else {}
     try:
-        policy = Policy.from_dict({**section, "kd": document["kd"], "mix": mixing, **schedule})
+        synthesis = document.get("synthesis")  # version 3, only in policies with synthesis
+        policy = Policy.from_dict(
+            {**section, "kd": document["kd"], "mix": mixing, **schedule, "synthesis": synthesis}
+        )
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise UserError(f"{path}: malformed policy or kd section ({type(error).__name__}: {error})") from None
     pipeline = document.get("albumentations")
@@ -149,7 +173,10 @@ def load_policy(path: str | Path) -> LoadedPolicy:
         raise UserError(
             f"{path}: albumentations cannot rebuild the pipeline ({type(error).__name__}: {error})"
         ) from None
-    return LoadedPolicy(transform, policy, dict(document.get("provenance", {})))
+    provenance = dict(document.get("provenance", {}))
+    if document.get("synthesis") is not None:
+        provenance["synthesis_source"] = document["synthesis"]["source"]
+    return LoadedPolicy(transform, policy, provenance)
 
 
 def _check_pipeline_matches(policy: Policy, pipeline: dict[str, Any], path: Path) -> None:
@@ -188,7 +215,8 @@ def export_best(study: optuna.Study, storage: str, output: Path) -> dict[str, An
     policy = trial_policy(best)
     if policy.schedule.kind == "adaptive" and best.user_attrs.get(STRENGTH):  # what the best trial followed
         policy = replace(policy, schedule=with_trajectory(policy.schedule, best.user_attrs[STRENGTH]))
-    return write_policy(output, policy, provenance)
+    source = attrs.get("synthesis_source") if policy.synthesis is not None else None
+    return write_policy(output, policy, provenance, source)
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,8 @@ def fair_candidates(
                     best.mix,
                     kind="ablation",
                     kd_source="fixed",
-                    policy=best.policy,  # its strength schedule runs too: only the KD settings differ
+                    policy=best.policy,  # its schedule and synthesis run too: only the KD settings differ
+                    synthesis=best.synthesis,
                 )
             )
             continue

@@ -6,13 +6,13 @@ but the same student with the usual augmentation and KD settings tuned with the 
 Reviewers of augmentation and KD papers ask that every compared method get the same tuning budget.
 
 The KD-only search is the main study's space with the augmentation held fixed: the fixed stages
-(``standard``), or no augmentation at all (``none``) when the main space lets the search switch the
-fixed stages off (``fixed_searched: true``); no op slots, no batch mixing, no T. stddev proxy (a
-function of the augmentation alone, the same for every trial here); the same dataset, split, seed,
-student, trial budget, sampler, pruner, KD ranges and losses, and warm start (the fixed-KD baseline,
-when the main study warm-starts). Its teacher is the main study's, named by file in the derived space
-(``teacher.checkpoint``), so the KD-only study is an ordinary study: ``augsearch report`` and the
-dashboard open it. It is stored beside the main study as ``<study>-kd-tuned`` and run through the
+(``standard``), or no augmentation at all (``none``) when the main space lets the search switch the fixed
+stages off (``fixed_searched: true``); no op slots, no batch mixing, no strength schedule, no synthetic
+images, no T. stddev proxy (a function of the augmentation alone, the same for every trial here); the same
+dataset, split, seed, student, trial budget, sampler, pruner, KD ranges and losses, and warm start (the
+fixed-KD baseline, when the main study warm-starts). Its teacher is the main study's, named by file in the
+derived space (``teacher.checkpoint``), so the KD-only study is an ordinary study: ``augsearch report`` and
+the dashboard open it. It is stored beside the main study as ``<study>-kd-tuned`` and run through the
 trials' own machinery (``study.open_study``, ``trials.optimize``, ``workspace.trial_context``).
 
 An existing study is reused instead of running one when it is compatible: same dataset, split and
@@ -89,7 +89,8 @@ def kd_only_raw(space: Space, name: str, teacher_file: Path) -> dict[str, Any]:
     )
     raw["fixed"] = [{"name": s.name, "args": dict(s.args)} for s in wanted_fixed(space)]
     raw.pop("fixed_searched", None)
-    raw.pop("mixing", None)
+    for section in ("mixing", "schedule", "synthesis"):  # augmentation, held fixed here like the ops
+        raw.pop(section, None)
     raw["policy"] = {"slots": 0}
     raw["proxy"] = {"batches": 0}
     raw["teacher"] = {**raw["teacher"], "checkpoint": str(teacher_file.resolve())}

@@ -41,7 +41,14 @@ from augsearch.transfer import Target, transfer_target
 from augsearch.trials import finished, optimize
 from augsearch.warmstart import enqueue_warm_starts
 from augsearch.workers import SpawnOptions, WorkersFailed, describe_exit, spawn_workers
-from augsearch.workspace import Workspace, open_workspace, teacher_for, trial_context, workspace_of
+from augsearch.workspace import (
+    Workspace,
+    open_workspace,
+    synthesis_for,
+    teacher_for,
+    trial_context,
+    workspace_of,
+)
 
 
 @dataclass(frozen=True)
@@ -160,6 +167,7 @@ def run(options: RunOptions) -> tuple[str, Path]:
     study.set_user_attr("device", workspace.runtime.describe())
     checkpoint = options.teacher_checkpoint
     study.set_user_attr("teacher_checkpoint", str(checkpoint.resolve()) if checkpoint else None)
+    synthesis = _synthesis(workspace, teacher, options.studies_dir, study)  # trained once, if asked for
 
     study.set_user_attr("target_trials", trials)  # what `augsearch worker` runs up to, by default
     if options.workers > 1:
@@ -173,7 +181,7 @@ def run(options: RunOptions) -> tuple[str, Path]:
                 raise WorkersFailed(f"{'; '.join(dead)}; run the same command again to resume")
             tqdm.write(f"note: {'; '.join(dead)}, but the study has its {trials} trials")
     else:
-        context = trial_context(workspace, teacher, study_dir)
+        context = trial_context(workspace, teacher, study_dir, synthesis)
         with progress.bar(
             total=trials, initial=min(finished(study), trials), desc="trials", unit="trial"
         ) as bar:
@@ -193,8 +201,30 @@ def run(options: RunOptions) -> tuple[str, Path]:
             tqdm.write(report.describe_kd_tuned(kd_tuned_dict(info)))
             files.write_json(study_dir / "kd-tuned.json", kd_tuned_dict(info))
         runs = lineup(study, workspace, 1, names, kd_row)
-        retrain_all(runs, workspace, teacher, 1, None, study_dir, teacher_sha256)
+        retrain_all(runs, workspace, teacher, 1, None, study_dir, teacher_sha256, synthesis)
     return _report(study, workspace, study_dir), study_dir
+
+
+def _synthesis(workspace: Workspace, teacher: Any, studies_dir: Path, study: optuna.Study | None) -> Any:
+    """The study's synthetic-image source (None without ``synthesis:``), said on one line; its
+    provenance goes into the study (``synthesis_source``), whence export writes it into the policy file."""
+    source = synthesis_for(workspace, teacher, studies_dir)
+    if source is None:
+        return None
+    info = source.provenance
+    quality = info.get("quality") or {}
+    figures = (
+        f"teacher agreement {quality['teacher_agreement']:.3f}, Frechet distance "
+        f"{quality['frechet_distance']:.3g} (real: accuracy {quality['real_teacher_accuracy']:.3f}, "
+        f"distance {quality['real_frechet_distance']:.3g})"
+        if quality
+        else f"{info.get('images')} images, labels from the {info.get('labels')}"
+    )
+    origin = "cached" if info.get("cached", True) else "trained now"
+    tqdm.write(f"synthesis: {info['file']} ({origin}); {figures}")
+    if study is not None:
+        study.set_user_attr("synthesis_source", {k: v for k, v in info.items() if k != "cached"})
+    return source
 
 
 def retrain(options: RetrainOptions) -> str:
@@ -207,6 +237,7 @@ def retrain(options: RetrainOptions) -> str:
     checkpoint = Path(checkpoint) if checkpoint else None
     teacher, teacher_info = teacher_for(workspace, options.studies_dir, checkpoint)
     teacher_sha256 = checkpoint_sha256(workspace.space, checkpoint)
+    synthesis = _synthesis(workspace, teacher, options.studies_dir, None)
     study_dir = options.studies_dir / options.study
     names = expand(options.baselines, options.baselines_kd or workspace.space.baselines.kd)
     target = Target(workspace, teacher, teacher_sha256, study_dir)
@@ -223,7 +254,9 @@ def retrain(options: RetrainOptions) -> str:
     if not runs:
         raise UserError(f"study '{options.study}' has no completed trial to retrain and no --baselines given")
     workspace, folder = target.workspace, target.folder
-    retrain_all(runs, workspace, target.teacher, options.seeds, options.epochs, folder, target.sha256)
+    retrain_all(
+        runs, workspace, target.teacher, options.seeds, options.epochs, folder, target.sha256, synthesis
+    )
     return _report(study, workspace, folder, workspace.space.student if folder != study_dir else None)
 
 
@@ -256,6 +289,34 @@ def _report(study: optuna.Study, workspace: Workspace, study_dir: Path, student:
     return report.write(study_dir, study, load_runs(study_dir), samples, student)
 
 
+@dataclass(frozen=True)
+class GeneratorOptions:
+    """``augsearch generator``: train (or load) the space's generator and say its quality figures."""
+
+    space: str = "default"
+    studies_dir: Path = Path("studies")
+    dataset: str | None = None
+    data_dir: Path | None = None
+    device: str = "auto"
+    seed: int | None = None
+    teacher_checkpoint: Path | None = None
+
+
+def generator(options: GeneratorOptions) -> str:
+    """Train the space's generator (its teacher first, if not cached) or load the cached one; the
+    quality figures, one per line. The same seed as ``augsearch run`` gives the same cache entry."""
+    space = load_space(options.space)
+    if space.synthesis is None:
+        raise UserError(f"{space.path}: the space has no synthesis section, so no generator to train")
+    seed = space.study.seed if options.seed is None else options.seed
+    workspace = open_workspace(
+        space, options.dataset or space.dataset.name, options.data_dir, options.device, seed
+    )
+    teacher, _ = teacher_for(workspace, options.studies_dir, options.teacher_checkpoint)
+    source = _synthesis(workspace, teacher, options.studies_dir, None)
+    return json.dumps(source.provenance, indent=2)
+
+
 def _is_policy_file(path: Path) -> bool:
     """By extension (.json: policy, .yaml/.yml: space), else by content: a JSON object with "format"."""
     if path.suffix == ".json":
@@ -281,6 +342,8 @@ def validate_file(name: str) -> str:
         mix = loaded.mix
         mixing = f"; mixing {mix.kind}, p={mix.p:g}, alpha={mix.alpha:g}" if mix.active else ""
         schedule = "" if loaded.schedule.constant else f"; strength {describe_schedule(loaded.schedule)}"
+        if (syn := loaded.synthesis) is not None:
+            mixing += f"; synthesis ratio={syn.ratio:g}, hard_labels={syn.hard_labels}, augment={syn.augment}"
         return (
             f"ok: policy file {path} ({len(loaded.transform.transforms)} top-level transforms; "
             f"KD {kd.loss}, T={kd.temperature:g}, alpha={kd.alpha:g}{beta}{mixing}{schedule})"

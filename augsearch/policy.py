@@ -11,7 +11,8 @@ Optuna parameter names, by structure (fixed names, so the sampler sees the same 
 ops are chosen, and older studies replay): ``op{i}``/``op{i}_p``/``op{i}_m`` (slots);
 ``sp{k}_op{j}``/``_p``/``_m`` (sub-policies); ``ra_n``, ``ra_m`` (RandAugment); ``erasing_p``,
 ``erasing_size``; ``fixed_on``; ``mix_kind``, ``mix_p``, ``mix_alpha``; ``kd_loss``, ``temperature``,
-``alpha``, ``beta``; and for a trial's budget ``lr``, ``epochs``, ``batch_size``. A range with
+``alpha``, ``beta``; ``synth_ratio``, ``synth_hard_labels``, ``synth_augment`` (synthesis); and for
+a trial's budget ``lr``, ``epochs``, ``batch_size``. A range with
 ``low == high`` is a fixed value and no parameter at all.
 """
 
@@ -39,6 +40,7 @@ from augsearch.mixing import NO_MIXING, MixSettings
 from augsearch.ops import make_erasing, make_op, op_names
 from augsearch.schedule import CONSTANT, Schedule, describe_schedule, sample_schedule
 from augsearch.settings import KD_LOSSES, IntRange, Range, Space, Stage, TrainSettings
+from augsearch.synthesis import SynthesisSettings
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,7 @@ class Policy:
     trivial: Trivial | None = None
     erasing: Erasing | None = None
     schedule: Schedule = CONSTANT  # the strength over a run (augsearch/schedule.py); constant: as searched
+    synthesis: SynthesisSettings | None = None  # synthetic images per batch (augsearch/synthesis.py)
 
     def describe(self) -> str:
         """The fixed stages, one line per searched part, then the KD settings: what a person reads."""
@@ -199,6 +202,13 @@ class Policy:
             lines.append(f"mixing: {self.mix.kind}, p={self.mix.p:.2f}, alpha={self.mix.alpha:.2f}")
         if not self.schedule.constant:
             lines.append("strength schedule: " + describe_schedule(self.schedule))
+        if self.synthesis is not None:
+            syn = self.synthesis
+            lines.append(
+                f"synthesis: ratio={syn.ratio:.2f}, hard_labels={syn.hard_labels}, augment={syn.augment}"
+                if syn.active
+                else "synthesis: off (ratio 0)"
+            )
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -221,6 +231,8 @@ class Policy:
             data["erasing"] = {"p": self.erasing.p, "size": self.erasing.size}
         if not self.schedule.constant:  # constant: no key, so policies read as they always have
             data["schedule"] = self.schedule.to_dict()
+        if self.synthesis is not None:
+            data["synthesis"] = self.synthesis.to_dict()
         return data
 
     @classmethod
@@ -242,6 +254,7 @@ class Policy:
             trivial=None if trivial is None else Trivial(tuple(str(op) for op in trivial["ops"])),
             erasing=None if erasing is None else Erasing(float(erasing["p"]), float(erasing["size"])),
             schedule=Schedule.from_dict(data["schedule"]) if "schedule" in data else CONSTANT,
+            synthesis=SynthesisSettings.from_dict(data["synthesis"]) if data.get("synthesis") else None,
         )
 
 
@@ -318,6 +331,24 @@ def _temperature_end(trial: optuna.Trial, space: Space) -> float | None:
     return _suggest(trial, "temperature_end", space.kd.temperature_end)
 
 
+def sample_synthesis(trial: optuna.Trial, space: Space) -> SynthesisSettings | None:
+    """A trial's synthesis (None when the space has no ``synthesis:``): ``synth_ratio``, and only in
+    trials with synthetic images (ratio > 0) ``synth_hard_labels`` and ``synth_augment``."""
+    searched = space.synthesis
+    if searched is None:
+        return None
+    ratio = _suggest(trial, "synth_ratio", searched.ratio)
+    if ratio <= 0:
+        return SynthesisSettings(0.0)
+
+    def flag(name: str, choices: tuple[bool, ...]) -> bool:
+        return choices[0] if len(choices) == 1 else trial.suggest_categorical(name, list(choices))
+
+    return SynthesisSettings(
+        ratio, flag("synth_hard_labels", searched.hard_labels), flag("synth_augment", searched.augment)
+    )
+
+
 def sample_policy(trial: optuna.Trial, space: Space, channels: int) -> Policy:
     """Ask the trial for every searched value of ``space``: its structure's ops, erasing, the fixed
     stages' switch, the batch mixing and the KD settings (parameter names: see the module docstring)."""
@@ -354,7 +385,11 @@ def sample_policy(trial: optuna.Trial, space: Space, channels: int) -> Policy:
     beta = _suggest(trial, "beta", space.kd.beta) if loss == "dkd" and space.kd.beta else None
     kd = KDSettings(temperature, alpha, loss, beta, _temperature_end(trial, space))
     schedule = sample_schedule(trial, space.schedule)
-    return Policy(fixed, ops, kd, mix, subpolicies, randaugment, trivial, erasing, schedule)
+    synthesis = sample_synthesis(trial, space)
+    return Policy(
+        fixed, ops, kd, mix, subpolicies, randaugment, trivial, erasing, schedule=schedule,
+        synthesis=synthesis,
+    )  # fmt: skip
 
 
 def randaugment_block(ops: list[str] | tuple[str, ...], n: int, magnitude: float) -> A.SomeOf:

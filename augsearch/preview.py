@@ -124,6 +124,13 @@ def note(policy: Policy, image_url: str | None, spec: GridSpec = GridSpec()) -> 
         f"Originals on the left, then {spec.samples} draws of the policy (fixed stages included).",
         "",
     ]
+    if policy.synthesis is not None and policy.synthesis.active:  # rows added by the objective (study.py)
+        lines += [
+            "The lower half of the rows are synthetic images (augsearch/synthesis.py), drawn with the policy "
+            f"like the real ones; in training the policy runs on them only with augment on "
+            f"(here {policy.synthesis.augment}).",
+            "",
+        ]
     if policy.ops:  # op slots read best as a table
         lines += ["| op | p | magnitude |", "|---|---|---|"]
         lines += [f"| {op.name} | {op.p:.2f} | {op.magnitude:.2f} |" for op in policy.ops] + [""]

@@ -27,6 +27,7 @@ from augsearch.attributes import POLICY, PROXY_STDDEV, TEACHER_PASSES, TEACHER_P
 from augsearch.fair import KD_TUNED
 from augsearch.stats import paired_difference, seeds_needed, spearman_interval
 from augsearch.strength_report import Curve, strength_curves, strength_figure, strength_lines
+from augsearch.synthesis import synthesis_lines
 
 
 @dataclass(frozen=True)
@@ -358,6 +359,7 @@ def write(
         fidelity_line,
         proxy_line,
     ]
+    lines += synthesis_lines(runs, study.get_trials(deepcopy=False), study.user_attrs.get("synthesis_source"))
     text = "\n".join(lines)
     curves = strength_curves(study, runs)
     plots = _plots(study, rows, study_dir, samples, curves)

@@ -8,6 +8,7 @@ finished there is never redone, so a killed ``augsearch retrain`` picks up where
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
@@ -33,6 +34,7 @@ from augsearch.reuse import clean_outputs
 from augsearch.runtime import seed_everything
 from augsearch.settings import TrainSettings
 from augsearch.stats import expected_calibration_error, negative_log_likelihood
+from augsearch.synthesis import Source, synthesizer_for
 from augsearch.workspace import Workspace
 
 
@@ -47,7 +49,17 @@ def searched(study: optuna.Study, top: int = 1) -> list[Candidate]:
         policy = trial_policy(trial)
         name = "searched" if trial.number == ranked[0].number else f"searched #{len(out) + 1}"
         label = f"{name} (trial {trial.number})"
-        out.append(Candidate(label, build_transform(policy), policy.kd, trial.number, policy.mix, policy=policy))
+        out.append(
+            Candidate(
+                label,
+                build_transform(policy),
+                policy.kd,
+                trial.number,
+                policy.mix,
+                synthesis=policy.synthesis,
+                policy=policy,
+            )
+        )
     return out
 
 
@@ -67,7 +79,12 @@ def _settings(workspace: Workspace, epochs: int | None) -> TrainSettings:
 
 
 def run_key(
-    candidate: Candidate, settings: TrainSettings, student: str, seed: int, teacher_sha256: str | None = None
+    candidate: Candidate,
+    settings: TrainSettings,
+    student: str,
+    seed: int,
+    teacher_sha256: str | None = None,
+    synthesis_sha256: str | None = None,
 ) -> str:
     """A readable, stable file name for one run: the same policy, budget and seed always map to it.
     Batch mixing enters the recipe only when it can mix, and the teacher checkpoint's sha256 only
@@ -85,6 +102,8 @@ def run_key(
         recipe["schedule"] = candidate.policy.schedule.to_dict()
     if teacher_sha256 is not None:
         recipe["teacher_checkpoint_sha256"] = teacher_sha256
+    if candidate.synthesis is not None and candidate.synthesis.active:  # and which images it drew from
+        recipe["synthesis"] = {**candidate.synthesis.to_dict(), "source_sha256": synthesis_sha256}
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:10]
     slug = re.sub(r"[^a-z0-9]+", "-", candidate.name.lower()).strip("-")
     return f"{slug}-s{seed}-{digest}"
@@ -98,12 +117,14 @@ def retrain_run(
     epochs: int | None,
     out: Path,
     teacher_sha256: str | None = None,
+    synthesis: Source | None = None,
 ) -> dict[str, Any]:
     """Train and test one (candidate, seed); resume from its checkpoint, or return it if already finished.
     An unusable checkpoint is moved aside and the run starts over (augsearch/distill.py: _resume)."""
     space, data = workspace.space, workspace.data
     settings = _settings(workspace, epochs)
-    key = run_key(candidate, settings, space.student, seed, teacher_sha256)
+    source_sha256 = None if synthesis is None else synthesis.provenance.get("sha256")
+    key = run_key(candidate, settings, space.student, seed, teacher_sha256, source_sha256)
     record, checkpoint = out / f"{key}.json", out / f"{key}.ckpt"
     if record.is_file():
         return json.loads(record.read_text())
@@ -121,11 +142,18 @@ def retrain_run(
     kd = candidate.kd or KDSettings(1.0, 0.0)
     teacher = teacher if candidate.kd else None
     clean = clean_outputs(teacher, data.x_train, workspace.normalise)  # shared by this process's runs
+
+    def own_copy() -> A.Compose | None:  # the synthetic images' pipeline draws from its own stream
+        return copy.deepcopy(candidate.transform)
+
+    synthesizer = synthesizer_for(candidate.synthesis, synthesis, own_copy, seed, workspace.runtime.device)
+    extra = {} if synthesizer is None else {"synthesis": synthesizer}
     start = time.perf_counter()
     result = train_student(
         student, batches, settings, workspace.normalise, teacher, kd,
         description=f"{candidate.name} seed {seed}", checkpoint=checkpoint, mix=candidate.mix, clean=clean,
         control=control,
+        **extra,
     )  # fmt: skip
     accuracy, probabilities = predict(student, data.x_test, data.y_test, workspace.normalise)
     state = {k: v.detach().cpu() for k, v in student.state_dict().items()}
@@ -146,6 +174,7 @@ def retrain_run(
         "mixed_batches": result.mixed_batches,
         "teacher_passes": result.teacher_images,
         "teacher_passes_saved": result.teacher_saved,
+        **_synthesis_summary(candidate, result.synthetic_images, result.images),
         **{k: v for k, v in asdict(settings).items() if k != "subset"},
         "optimiser": "sgd-nesterov-0.9",
         "test_accuracy": accuracy,
@@ -173,6 +202,18 @@ def _strength_record(control: StrengthControl, strength: list[float]) -> dict[st
     return {"schedule": control.schedule.to_dict(), "strength": strength, "strength_reached": reached}
 
 
+def _synthesis_summary(candidate: Candidate, synthetic: int, images: int) -> dict[str, Any]:
+    """A run's synthesis, in its record only when its policy has one: how much of each batch was synthetic."""
+    if candidate.synthesis is None:
+        return {}
+    share = round(synthetic / images, 4) if images else 0.0
+    return {
+        "synthesis": candidate.synthesis.to_dict(),
+        "synthetic_images": synthetic,
+        "synthetic_share": share,
+    }
+
+
 def retrain_all(
     runs: list[Candidate],
     workspace: Workspace,
@@ -181,16 +222,20 @@ def retrain_all(
     epochs: int | None,
     study_dir: Path,
     teacher_sha256: str | None = None,
+    synthesis: Source | None = None,
 ) -> list[dict[str, Any]]:
     """Every candidate with seeds ``seed, seed+1, ...``: the same seeds for every candidate.
-    ``teacher_sha256``: the teacher checkpoint's (augsearch/teacher.py: checkpoint_sha256), if any."""
+    ``teacher_sha256``: the teacher checkpoint's (augsearch/teacher.py: checkpoint_sha256), if any;
+    ``synthesis``: where the synthetic images of candidates with synthesis come from."""
     out = study_dir / "retrain"
     results = []
     with progress.bar(total=len(runs) * seeds, desc="retrain", unit="run") as bar:
         for candidate in runs:
             for index in range(seeds):
                 seed = workspace.seed + index
-                result = retrain_run(candidate, workspace, teacher, seed, epochs, out, teacher_sha256)
+                result = retrain_run(
+                    candidate, workspace, teacher, seed, epochs, out, teacher_sha256, synthesis
+                )
                 bar.write(
                     f"{result['name']:<32} seed {result['seed']}: test accuracy {result['test_accuracy']:.4f}"
                 )

@@ -208,6 +208,49 @@ class StudySettings:
     pruner_args: dict[str, Any] = field(default_factory=dict)
     sampler_args: dict[str, Any] = field(default_factory=dict)
     warm_starts: tuple[str, ...] = ()  # baselines enqueued as the first trials (augsearch/warmstart.py)
+    # Whole parameter sets enqueued after them, e.g. another study's best trial (augsearch/warmstart.py)
+    warm_start_params: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class GanRecipe:
+    """How the class-conditional generator is trained (augsearch/gan.py); the defaults are the shipped
+    recipe, sized for Fashion-MNIST on a 2-core CPU in under 5 minutes (README): ``width`` is the
+    generator's last hidden width (the discriminator's first), ``z_dim`` the noise size. An epoch is
+    ``epoch_images`` images drawn from the training split in a seeded order (all when None): the unit
+    between two checkpoints."""
+
+    epochs: int = 3
+    batch_size: int = 64
+    lr: float = 5e-4  # 2e-4 (the papers') reached agreement 0.45 where 5e-4 reached 0.58, at 400 steps
+    z_dim: int = 64
+    width: int = 16
+    epoch_images: int | None = 12_800
+
+
+GENERATORS = ("dcgan",)  # augsearch/gan.py
+
+
+@dataclass(frozen=True)
+class SynthesisSpace:
+    """``synthesis: {generator: dcgan, ratio: {low: 0.0, high: 0.5}, hard_labels: [true, false],
+    augment: [true, false]}`` (augsearch/synthesis.py): the share of each training batch that is
+    synthetic (``ratio``, 0 = off), whether cross-entropy also applies to synthetic images with their
+    class (``hard_labels``) and whether the per-image pipeline runs on them (``augment``); one value
+    is fixed, several a categorical parameter. The images come from a class-conditional ``generator``
+    trained once on the training split and cached (``recipe``; ``checkpoint: PATH`` loads one instead),
+    or from ``source: npz:PATH`` (the user's own images, labels optional). A generator whose images the
+    teacher assigns to their class less often than ``min_agreement`` is refused."""
+
+    ratio: Range
+    hard_labels: tuple[bool, ...] = (True,)
+    augment: tuple[bool, ...] = (False,)
+    generator: str | None = "dcgan"
+    source: str | None = None
+    checkpoint: str | None = None
+    recipe: GanRecipe = field(default_factory=GanRecipe)
+    min_agreement: float = 0.3
+    samples: int = 2000  # images per quality figure (and per real half of the Fréchet reference)
 
 
 @dataclass(frozen=True)
@@ -252,3 +295,4 @@ class Space:
     mixing: MixSpace = field(default_factory=MixSpace)
     trial_search: TrainSearch = field(default_factory=TrainSearch)
     schedule: ScheduleSpace = field(default_factory=ScheduleSpace)
+    synthesis: SynthesisSpace | None = None  # None: no synthetic images (augsearch/synthesis.py)

@@ -35,6 +35,8 @@ from augsearch.bounds import (
     RANDAUGMENT_N,
     STRENGTH,
     STRENGTH_STEP,
+    SYNTHESIS_AGREEMENT,
+    SYNTHESIS_RATIO,
     TEMPERATURE,
     Bound,
 )
@@ -52,6 +54,7 @@ from augsearch.schedule import (
     TEMPERATURE_SCHEDULES,
 )
 from augsearch.settings import (
+    GENERATORS,
     KD_LOSSES,
     PRUNERS,
     SAMPLERS,
@@ -60,6 +63,7 @@ from augsearch.settings import (
     BaselineSettings,
     DataSettings,
     ErasingSpace,
+    GanRecipe,
     IntRange,
     KDSpace,
     MixSpace,
@@ -70,12 +74,13 @@ from augsearch.settings import (
     Space,
     Stage,
     StudySettings,
+    SynthesisSpace,
     TeacherSettings,
     TrainSearch,
     TrainSettings,
 )
 from augsearch.validate import MAX_SIDE, growth, stage_problem
-from augsearch.warmstart import warm_start_problem
+from augsearch.warmstart import params_problem, warm_start_problem
 
 # The shipped spaces: inside the package in an installed wheel (pyproject.toml ships search_spaces/ as
 # augsearch/search_spaces/), beside the package in a checkout.
@@ -386,6 +391,58 @@ def _schedule(reader: _Reader) -> ScheduleSpace:
     return settings
 
 
+def _flags(reader: _Reader, key: str) -> tuple[bool, ...]:
+    """``true``, ``false`` or a list of distinct ones to choose from (a categorical parameter)."""
+    value = reader.take(key, (bool, list), False)
+    values = value if isinstance(value, list) else [value]
+    for index, item in enumerate(values):
+        if not isinstance(item, bool):
+            reader.fail(f"{reader.where}.{key}[{index}]", f"expected true or false, got {item!r}")
+    if not values or len(set(values)) != len(values):
+        reader.fail(f"{reader.where}.{key}", f"expected true, false or a list of both, got {value!r}")
+    return tuple(values)
+
+
+def _synthesis(syn: _Reader) -> SynthesisSpace:
+    """The ``synthesis`` section; see :class:`SynthesisSpace`. ``generator`` and ``source`` exclude each
+    other; ``recipe`` and ``checkpoint`` belong to a generator."""
+    if "source" in syn.raw and "generator" in syn.raw:
+        syn.fail("synthesis.source", "give either generator or source, not both")
+    source = syn.take("source", str, None)
+    if source is not None and (not source.startswith("npz:") or not source[4:]):
+        syn.fail("synthesis.source", f"expected npz:PATH, got {source!r}")
+    generator = None if source is not None else syn.choice("generator", GENERATORS, "dcgan")
+    if source is not None:
+        for key in ("recipe", "checkpoint", "min_agreement", "samples"):
+            if key in syn.raw:
+                syn.fail(f"synthesis.{key}", "belongs to a generator, not to a source")
+    recipe = GanRecipe()
+    if "recipe" in syn.raw:
+        rec = syn.sub("recipe")
+        recipe = GanRecipe(
+            epochs=rec.number("epochs", 1, 10_000, recipe.epochs, kind=int),
+            batch_size=rec.number("batch_size", 2, 65_536, recipe.batch_size, kind=int),
+            lr=rec.number("lr", 1e-6, 1.0, recipe.lr),
+            z_dim=rec.number("z_dim", 1, 4096, recipe.z_dim, kind=int),
+            width=rec.number("width", 1, 1024, recipe.width, kind=int),
+            epoch_images=rec.number("epoch_images", 2, 10**9, recipe.epoch_images, kind=int),
+        )
+        rec.done()
+    settings = SynthesisSpace(
+        ratio=syn.range("ratio", *_span(SYNTHESIS_RATIO)),
+        hard_labels=_flags(syn, "hard_labels") if "hard_labels" in syn.raw else (True,),
+        augment=_flags(syn, "augment"),
+        generator=generator,
+        source=source,
+        checkpoint=syn.take("checkpoint", str, None),
+        recipe=recipe,
+        min_agreement=syn.number("min_agreement", *_span(SYNTHESIS_AGREEMENT), 0.3),
+        samples=syn.number("samples", 20, 100_000, 2000, kind=int),
+    )
+    syn.done()
+    return settings
+
+
 def _kd(reader: _Reader) -> KDSpace:
     """The ``kd`` section; see :class:`KDSpace`."""
     temperature = reader.range("temperature", *_span(TEMPERATURE))
@@ -465,6 +522,7 @@ def parse_space(raw: Any, path: Path, sha256: str) -> Space:
         top.fail("fixed_searched", "there are no fixed stages to switch on or off; add some under fixed")
     policy = _policy(top.sub("policy"), OPS)
     mixing = _mixing(top.sub("mixing")) if "mixing" in top.raw else MixSpace()
+    synthesis = _synthesis(top.sub("synthesis")) if "synthesis" in top.raw else None
 
     kd_reader = top.sub("kd")
     kd = _kd(kd_reader)
@@ -479,6 +537,7 @@ def parse_space(raw: Any, path: Path, sha256: str) -> Space:
         pruner_args=study.take("pruner_args", dict, {}),
         sampler_args=study.take("sampler_args", dict, {}),
         warm_starts=study.names("warm_starts", BASELINES, "baseline", []),
+        warm_start_params=tuple(study.take("warm_start_params", list, [])),
     )
     study.done()
     _check_sampler_args(study, study_settings)
@@ -487,11 +546,9 @@ def parse_space(raw: Any, path: Path, sha256: str) -> Space:
         study.fail(
             "study.sampler", "cmaes needs the cmaes package, which is not installed (pip install cmaes)"
         )
-    if len(study_settings.warm_starts) > study_settings.trials:
-        study.fail(
-            "study.warm_starts",
-            f"{len(study_settings.warm_starts)} warm starts but only {study_settings.trials} trials",
-        )
+    warm = len(study_settings.warm_starts) + len(study_settings.warm_start_params)
+    if warm > study_settings.trials:
+        study.fail("study.warm_starts", f"{warm} warm starts but only {study_settings.trials} trials")
 
     proxy = ProxySettings()
     if "proxy" in top.raw:
@@ -547,6 +604,7 @@ def parse_space(raw: Any, path: Path, sha256: str) -> Space:
         mixing=mixing,
         trial_search=trial_search,
         schedule=schedule,
+        synthesis=synthesis,
     )
     top.done()
     _check_warm_starts(space, study)
@@ -599,15 +657,28 @@ def _check_study_numbers(study: _Reader, settings: StudySettings) -> None:
                     )
 
 
+def _channels(space: Space) -> int:
+    """The image channels the space's dataset is known to have before it is loaded (grey Fashion-MNIST,
+    synthetic data as specified), else 3: the catalogue's every op, checked again when enqueued."""
+    if space.dataset.synthetic is not None:
+        return space.dataset.synthetic.channels
+    return 1 if space.dataset.name == "fashion-mnist" else 3
+
+
 def _check_warm_starts(space: Space, study: _Reader) -> None:
     """Refuse a warm start the space cannot express exactly (augsearch/warmstart.py says why)."""
     screening = space.proxy.batches and space.proxy.skip_worst_fraction > 0
-    if screening and len(space.study.warm_starts) > space.proxy.startup_trials:
+    warm = len(space.study.warm_starts) + len(space.study.warm_start_params)
+    if screening and warm > space.proxy.startup_trials:
         study.fail(
             "study.warm_starts",
-            f"{len(space.study.warm_starts)} warm starts need proxy.startup_trials "
-            f">= {len(space.study.warm_starts)}, or the proxy could skip one before it trains",
+            f"{warm} warm starts need proxy.startup_trials "
+            f">= {warm}, or the proxy could skip one before it trains",
         )
+    for index, params in enumerate(space.study.warm_start_params):
+        problem = params_problem(params, space, _channels(space))
+        if problem:
+            study.fail(f"study.warm_start_params[{index}]", problem)
     for index, name in enumerate(space.study.warm_starts):
         problem = warm_start_problem(name, space)
         if problem:

@@ -27,8 +27,10 @@ from augsearch.attributes import (
     PRUNED_REASON,
     STRENGTH,
     STRENGTH_REACHED,
+    SYNTHETIC_IMAGES,
     TEACHER_PASSES,
     TEACHER_PASSES_SAVED,
+    TRAINED_IMAGES,
     WALL_SECONDS,
     WARM_START,
 )
@@ -46,6 +48,7 @@ from augsearch.runtime import seed_everything
 from augsearch.schedule import strength_at
 from augsearch.settings import Space
 from augsearch.storage import open_storage
+from augsearch.synthesis import Source, preview_rows, synthesizer_for
 
 METRIC = "val_accuracy"  # what the objective returns: the student's validation accuracy after its last epoch
 
@@ -178,6 +181,7 @@ class TrialContext:
     # None: distill.train_student. ``augsearch bench`` passes a stand-in that only reports accuracies, to
     # time everything else a trial does through this very objective.
     train: Callable[..., TrainResult] | None = None
+    synthesis: Source | None = None  # where synthetic images come from, when the space has synthesis
 
 
 def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float]:
@@ -195,8 +199,15 @@ def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float]:
         policy = sample_policy(trial, space, data.channels)
         trial.set_user_attr(POLICY, policy.describe())
         trial.set_user_attr(POLICY_JSON, policy.to_dict())
+        synthesis = synthesizer_for(
+            policy.synthesis, context.synthesis, lambda: build_transform(policy), context.seed,
+            normalise.runtime.device,
+        )  # fmt: skip
         if store is not None:  # what the policy does to fixed images, for optuna-dashboard (preview.py)
-            attach(trial, store, render_grid(build_transform(policy), preview, context.seed), policy)
+            shown = preview  # with synthesis, synthetic images in the rows below the real ones
+            if synthesis is not None:
+                shown = np.concatenate([preview, preview_rows(context.synthesis, len(preview), context.seed)])
+            attach(trial, store, render_grid(build_transform(policy), shown, context.seed), policy)
         if batches_for_proxy:  # T. stddev before training; may prune at step 0 (augsearch/proxy.py)
             # at the strength the run starts at (1 for the constant schedule: build_transform itself)
             transform = build_transform_at(policy, strength_at(policy.schedule, 0, 1), seed=context.seed)
@@ -225,6 +236,7 @@ def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float]:
                     f"pruned after epoch {epoch + 1} at validation accuracy {accuracy:.4f}"
                 )
 
+        extra = {} if synthesis is None else {"synthesis": synthesis}  # augsearch/synthesis.py
         start = time.perf_counter()
         try:
             result = (context.train or train_student)(
@@ -240,6 +252,7 @@ def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float]:
                 mix=policy.mix,
                 clean=clean,
                 **scheduled,
+                **extra,
             )
         except NonFiniteLoss as error:
             trial.set_user_attr(PRUNED_REASON, str(error))
@@ -252,6 +265,9 @@ def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float]:
         trial.set_user_attr(IMAGES_PER_SECOND, round(result.images_per_second, 1))
         trial.set_user_attr(TEACHER_PASSES, result.teacher_images)
         trial.set_user_attr(TEACHER_PASSES_SAVED, result.teacher_saved)
+        if synthesis is not None:
+            trial.set_user_attr(SYNTHETIC_IMAGES, result.synthetic_images)
+            trial.set_user_attr(TRAINED_IMAGES, result.images)
         return result.val_accuracy[-1]
 
     return objective

@@ -38,6 +38,7 @@ from augsearch.bounds import (
     RANDAUGMENT_N,
     STRENGTH,
     STRENGTH_STEP,
+    SYNTHESIS_RATIO,
     TEMPERATURE,
     Bound,
 )
@@ -413,6 +414,7 @@ def check_policy_document(document: dict[str, Any], file: Path) -> None:
     known = ("format", "schema_version", "albumentations", "policy", "kd", "provenance")
     known += ("mixing",) if version >= 2 else ()
     known += ("schedule",) if version >= 3 else ()
+    known += ("synthesis",) if version >= 3 else ()
     extra = sorted(set(document) - set(known))
     if extra:
         _fail(file, extra[0], f"unknown key for schema_version {version}; expected {', '.join(known)}")
@@ -427,3 +429,19 @@ def check_policy_document(document: dict[str, Any], file: Path) -> None:
         _check_mixing(document["mixing"], "mixing", file)
     if "schedule" in document:
         _check_schedule(document["schedule"], file)
+    if "synthesis" in document:
+        _check_synthesis(document["synthesis"], file)
+
+
+def _check_synthesis(synthesis: Any, file: Path) -> None:
+    """``synthesis``: ``{ratio, hard_labels, augment, source}`` (augsearch/synthesis.py); ``source`` is the
+    generator's or the user's images' provenance (a mapping) or null."""
+    _check_mapping(synthesis, "synthesis", ("ratio", "hard_labels", "augment", "source"), file)
+    _check_number(synthesis["ratio"], SYNTHESIS_RATIO, "synthesis.ratio", file)
+    for key in ("hard_labels", "augment"):
+        if not isinstance(synthesis[key], bool):
+            _fail(file, f"synthesis.{key}", f"expected true or false, got {synthesis[key]!r}")
+    if synthesis["source"] is not None and not isinstance(synthesis["source"], dict):
+        _fail(
+            file, "synthesis.source", f"expected a mapping or null, got {type(synthesis['source']).__name__}"
+        )

@@ -18,14 +18,16 @@ trial of the study already carries is not enqueued again, so resuming a study ad
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import optuna
 
 from augsearch.attributes import WARM_START
 from augsearch.baselines import BASELINES, RANDAUGMENT_M, RANDAUGMENT_N, RANDAUGMENT_OPS
+from augsearch.errors import UserError
 from augsearch.ops import OPS
-from augsearch.policy import op_choices
+from augsearch.policy import op_choices, sample_policy, sample_training
 from augsearch.settings import Range, Space
 
 
@@ -88,6 +90,8 @@ def warm_start_problem(name: str, space: Space) -> str | None:
         return "it runs at constant strength, which needs constant among schedule.kind"
     if "constant" not in kd.temperature_schedules:
         return "it keeps T constant, which needs constant among kd.temperature_schedule"
+    if space.synthesis is not None and space.synthesis.ratio.low > 0:
+        return "it uses no synthetic images, which needs synthesis.ratio to allow 0"
     return _augmentation_problem(name, space)
 
 
@@ -126,6 +130,8 @@ def warm_start_params(name: str, space: Space, channels: int) -> dict[str, Any]:
         _searched(params, "erasing_size", policy.erasing.size.low, policy.erasing.size)
     if len(space.mixing.kinds) > 1:
         params["mix_kind"] = "none"
+    if space.synthesis is not None:
+        _searched(params, "synth_ratio", 0.0, space.synthesis.ratio)
     if len(kd.losses) > 1:
         params["kd_loss"] = "hinton"
     if len(space.schedule.kinds) > 1:
@@ -138,12 +144,38 @@ def warm_start_params(name: str, space: Space, channels: int) -> dict[str, Any]:
     return params
 
 
+def params_problem(params: dict[str, Any], space: Space, channels: int) -> str | None:
+    """Why ``params`` (``study.warm_start_params[i]``) is not one whole trial of ``space``, or None: every
+    parameter a trial with these values asks for must be given, in its range or among its choices,
+    and none may be left over. Checked by replaying the trial on ``optuna.trial.FixedTrial``."""
+    if not isinstance(params, dict):
+        return f"expected a mapping of parameter names to values, got {type(params).__name__}"
+    trial = optuna.trial.FixedTrial(params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # FixedTrial only warns about a value outside its range
+        try:
+            sample_training(trial, space)
+            sample_policy(trial, space, channels)
+        except (ValueError, TypeError, Warning) as error:
+            return " ".join(str(error).split())[:300]
+    unused = sorted(set(params) - set(trial.params))
+    return f"{unused[0]!r} is not a parameter of this space's trials" if unused else None
+
+
 def enqueue_warm_starts(study: optuna.Study, space: Space, channels: int) -> list[str]:
-    """Enqueue the space's warm starts not yet in ``study``; returns the names enqueued now."""
+    """Enqueue the space's warm starts not yet in ``study``; returns the names enqueued now (a
+    parameter set of ``study.warm_start_params`` is named ``params[i]``)."""
     present = {trial.user_attrs.get(WARM_START) for trial in study.get_trials(deepcopy=False)}
     enqueued = []
     for name in space.study.warm_starts:
         if name not in present:
             study.enqueue_trial(warm_start_params(name, space, channels), user_attrs={WARM_START: name})
+            enqueued.append(name)
+    for index, params in enumerate(space.study.warm_start_params):
+        name = f"params[{index}]"
+        if name not in present:
+            if problem := params_problem(params, space, channels):  # the data's channels, known now
+                raise UserError(f"{space.path}: study.warm_start_params[{index}]: {problem}")
+            study.enqueue_trial(dict(params), user_attrs={WARM_START: name})
             enqueued.append(name)
     return enqueued

@@ -34,7 +34,7 @@ from augsearch.storage import load_stored_study, study_storage_url
 from augsearch.study import make_objective, open_study
 from augsearch.teacher import checkpoint_sha256
 from augsearch.trials import Interrupted, run_trials
-from augsearch.workspace import teacher_for, trial_context, workspace_of
+from augsearch.workspace import synthesis_for, teacher_for, trial_context, workspace_of
 
 
 class WorkersFailed(RuntimeError):
@@ -86,7 +86,8 @@ def work(options: WorkerOptions) -> int:
         options.study, url, workspace.space, workspace.data.name, workspace.seed, index, sha256
     )
     teacher, _ = teacher_for(workspace, options.studies_dir, checkpoint)
-    context = trial_context(workspace, teacher, options.studies_dir / options.study)
+    synthesis = synthesis_for(workspace, teacher, options.studies_dir)  # run trained or cached it
+    context = trial_context(workspace, teacher, options.studies_dir / options.study, synthesis)
     name = os.environ.get("AUGSEARCH_WORKER_INDEX", str(os.getpid()))
     print(f"worker {name}: {workspace.runtime.describe()}; target {target} finished trials", flush=True)
     ran = run_trials(

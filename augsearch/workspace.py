@@ -20,12 +20,14 @@ from tqdm import tqdm
 from augsearch.data import ImageData, load_dataset, validation_split
 from augsearch.distill import inference_teacher
 from augsearch.errors import UserError
+from augsearch.generator import get_generator, load_source
 from augsearch.loader import Normaliser
 from augsearch.models import build_model
 from augsearch.runtime import Runtime, resolve
 from augsearch.settings import Space
 from augsearch.space import load_space
 from augsearch.study import TrialContext
+from augsearch.synthesis import Source
 from augsearch.teacher import get_teacher
 
 
@@ -65,6 +67,22 @@ def teacher_for(
     return inference_teacher(model, workspace.runtime), info
 
 
+def synthesis_for(workspace: Workspace, teacher: nn.Module, studies_dir: Path) -> Source | None:
+    """The study's synthetic images (None when its space has no ``synthesis:``): the user's
+    ``source``, else its generator, cached in ``<studies>/generators/`` or trained now on the training
+    split (validation left out) with the study's seed."""
+    space, data, seed = workspace.space, workspace.data, workspace.seed
+    if space.synthesis is None:
+        return None
+    if space.synthesis.source is not None:
+        return load_source(space.synthesis.source, data, teacher, workspace.normalise)
+    train_index, val_index = validation_split(data.y_train, space.dataset.validation_fraction, seed)
+    return get_generator(
+        space.synthesis, data, train_index, val_index, teacher, workspace.normalise,
+        studies_dir / "generators", seed, space.dataset.synthetic,
+    )  # fmt: skip
+
+
 def workspace_of(study: optuna.Study, data_dir: Path | None, device: str) -> Workspace:
     """The workspace a study was searched in, from its recorded space file, dataset and seed."""
     space_path = study.user_attrs.get("space")
@@ -87,7 +105,9 @@ def trial_subset(train_index: np.ndarray, size: int | None, seed: int) -> np.nda
     return np.sort(np.random.default_rng(seed).choice(train_index, size=size, replace=False))
 
 
-def trial_context(workspace: Workspace, teacher: nn.Module, study_dir: Path | None) -> TrialContext:
+def trial_context(
+    workspace: Workspace, teacher: nn.Module, study_dir: Path | None, synthesis: Source | None = None
+) -> TrialContext:
     """What every trial of the study needs, the same in ``run``, in each ``augsearch worker``, in ``bench``
     and in the tests: the validation split, the trial subset, the teacher; ``study_dir=None``: no
     preview artifacts."""
@@ -103,4 +123,5 @@ def trial_context(workspace: Workspace, teacher: nn.Module, study_dir: Path | No
         workspace.normalise,
         seed,
         artifacts_dir=None if study_dir is None else study_dir / "artifacts",
+        synthesis=synthesis,
     )
