@@ -192,7 +192,7 @@ def run_kd_study(
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "space.yaml"
     files.write_text(path, yaml.safe_dump(kd_only_raw(workspace.space, name, teacher_file), sort_keys=False))
-    space = load_space(str(path))
+    space = load_space(str(path.resolve()))  # recorded by the study: absolute, so any folder can reopen it
     url = storage or local_storage(folder, 1)
     own_study(name, url)
     try:
