@@ -148,13 +148,15 @@ def best_of_first(study: optuna.Study, trials: int) -> optuna.trial.FrozenTrial 
 
 
 def _stored_studies(studies_dir: Path, first: str) -> list[str]:
-    """Study folders in ``studies_dir`` (``first`` first): a SQLite file or a journal in each."""
+    """Study folders in ``studies_dir`` (``first`` first): SQLite ones, and ``first`` however stored.
+    Other journal files are left alone: opening one repairs a torn record (augsearch/journal.py), which
+    must not happen to a study that workers may be writing while we only look."""
     if not studies_dir.is_dir():
         return []
     names = sorted(
         folder.name
         for folder in studies_dir.iterdir()
-        if (folder / "study.db").is_file() or (folder / "journal.log").is_file()
+        if (folder / "study.db").is_file() or (folder.name == first and (folder / "journal.log").is_file())
     )
     return sorted(names, key=lambda name: name != first)
 
