@@ -87,7 +87,8 @@ def kd_only_raw(space: Space, name: str, teacher_file: Path) -> dict[str, Any]:
         f"KD-only search for the kd-tuned baseline of space {space.name}: augmentation fixed to {kind}, "
         "only the KD settings searched, the same trial budget"
     )
-    raw["fixed"] = [{"name": s.name, "args": dict(s.args)} for s in wanted_fixed(space)]
+    if space.fixed_searched:
+        raw["fixed"] = []  # the stages as the file writes them otherwise: safe_dump would tag a tuple
     raw.pop("fixed_searched", None)
     raw.pop("mixing", None)
     raw["policy"] = {"slots": 0}
