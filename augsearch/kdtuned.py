@@ -87,7 +87,8 @@ def kd_only_raw(space: Space, name: str, teacher_file: Path) -> dict[str, Any]:
         f"KD-only search for the kd-tuned baseline of space {space.name}: augmentation fixed to {kind}, "
         "only the KD settings searched, the same trial budget"
     )
-    raw["fixed"] = [{"name": s.name, "args": dict(s.args)} for s in wanted_fixed(space)]
+    if space.fixed_searched:
+        raw["fixed"] = []  # the stages as the file writes them otherwise: safe_dump would tag a tuple
     raw.pop("fixed_searched", None)
     for section in ("mixing", "schedule", "synthesis"):  # augmentation, held fixed here like the ops
         raw.pop(section, None)
@@ -149,13 +150,15 @@ def best_of_first(study: optuna.Study, trials: int) -> optuna.trial.FrozenTrial 
 
 
 def _stored_studies(studies_dir: Path, first: str) -> list[str]:
-    """Study folders in ``studies_dir`` (``first`` first): a SQLite file or a journal in each."""
+    """Study folders in ``studies_dir`` (``first`` first): SQLite ones, and ``first`` however stored.
+    Other journal files are left alone: opening one repairs a torn record (augsearch/journal.py), which
+    must not happen to a study that workers may be writing while we only look."""
     if not studies_dir.is_dir():
         return []
     names = sorted(
         folder.name
         for folder in studies_dir.iterdir()
-        if (folder / "study.db").is_file() or (folder / "journal.log").is_file()
+        if (folder / "study.db").is_file() or (folder.name == first and (folder / "journal.log").is_file())
     )
     return sorted(names, key=lambda name: name != first)
 
@@ -193,7 +196,7 @@ def run_kd_study(
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "space.yaml"
     files.write_text(path, yaml.safe_dump(kd_only_raw(workspace.space, name, teacher_file), sort_keys=False))
-    space = load_space(str(path))
+    space = load_space(str(path.resolve()))  # recorded by the study: absolute, so any folder can reopen it
     url = storage or local_storage(folder, 1)
     own_study(name, url)
     try:

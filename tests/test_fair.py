@@ -12,7 +12,7 @@ from conftest import copy_of_run, smoke_variant
 from augsearch.ablation import split
 from augsearch.errors import UserError
 from augsearch.fair import ROWS, expand, parse_kinds, parse_rows
-from augsearch.pipeline import RetrainOptions, RunOptions, retrain, run
+from augsearch.pipeline import RetrainOptions, retrain
 from augsearch.report import Row, _versus_kd_tuned, verdict
 from augsearch.space import load_space
 from augsearch.trials import finished
@@ -159,22 +159,6 @@ def test_kd_tuned_has_the_main_study_trial_budget_and_is_reused(studies):
     assert info["reused"] and info["ran"] == 0
     assert len(kd_study.trials) == 3
     assert {path.name: path.stat().st_mtime_ns for path in (study_dir / "retrain").glob("*.json")} == stamps
-
-
-def test_an_existing_compatible_kd_only_study_is_reused(smoke_run_once, tmp_path):
-    """A user's own KD-only study (the smoke space with no op slots, run by `augsearch run`) is found and
-    used; none is run for the kd-tuned row."""
-    out = copy_of_run(smoke_run_once[0], tmp_path) / "out"
-
-    def kd_only(raw):
-        raw["name"], raw["policy"] = "my-kd", {"slots": 0}
-
-    space = smoke_variant(tmp_path, kd_only)
-    run(RunOptions(space=str(space), studies_dir=out, device="cpu", retrain=False))  # as `augsearch run` does
-    retrain(RetrainOptions("smoke", out, epochs=1, seeds=1, baselines=("kd-tuned",), device="cpu"))
-    info = json.loads((out / "smoke" / "kd-tuned.json").read_text())
-    assert info["study"] == "my-kd" and info["reused"] and info["ran"] == 0
-    assert not (out / "smoke-kd-tuned").exists()
 
 
 def test_the_space_says_which_kd_settings_the_baselines_get(tmp_path):
