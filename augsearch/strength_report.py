@@ -65,9 +65,8 @@ def strength_lines(curves: list[Curve]) -> list[str]:
     for curve in curves:
         values = " ".join(f"{value:.2f}" for value in curve.strength)
         known = sum(value is not None for value in curve.reached)
-        clamp = (
-            f"; clamped at a bound at the end of {curve.clamped} of {known} epochs" if curve.clamped else ""
-        )
+        how = "clamped at a bound" if curve.kind == "adaptive" else "at a bound"  # only a controller clamps
+        clamp = f"; {how} at the end of {curve.clamped} of {known} epochs" if curve.clamped else ""
         lines.append(f"{curve.name:<32} {curve.kind:<9} strength per epoch: {values}{clamp}")
     return lines
 
