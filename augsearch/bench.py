@@ -73,6 +73,7 @@ from augsearch.distill import (
     train_student,
 )
 from augsearch.gan import build_generator
+from augsearch.generator import load_source
 from augsearch.loader import Batch, Normaliser, augment, make_loader
 from augsearch.models import build_model
 from augsearch.ops import make_erasing, make_op
@@ -338,14 +339,24 @@ def _controller_rates(
     }
 
 
-def _synthesis_rate(space, data, trial: _TrialStep, transform, runtime, seed: int) -> dict[str, Any]:
-    """(d'): the trial step with synthesis at the space's largest ratio (augmented if the space allows
-    it: the dearer choice), a randomly initialised generator of the space's recipe (nothing trained:
-    its cost does not depend on its weights). Real images per second, and every image trained on."""
-    searched = space.synthesis
+def _stand_in_source(space, data, teacher, normalise: Normaliser, seed: int) -> Source | None:
+    """The space's synthetic images for the bench: a randomly initialised generator of its recipe (its
+    cost does not depend on its weights, so nothing is trained), or its ``source:`` images."""
+    if space.synthesis is None:
+        return None
+    if space.synthesis.source is not None:
+        return load_source(space.synthesis.source, data, teacher, normalise)
     torch.manual_seed(seed)
-    generator = build_generator(searched.recipe, data.num_classes, data.channels, data.image_size)
-    source = Source(data.num_classes, generator=generator.to(runtime.device).eval())
+    generator = build_generator(space.synthesis.recipe, data.num_classes, data.channels, data.image_size)
+    return Source(data.num_classes, generator=generator.to(normalise.runtime.device).eval())
+
+
+def _synthesis_rate(
+    space, source: Source, trial: _TrialStep, transform, runtime, seed: int
+) -> dict[str, Any]:
+    """(d'): the trial step with synthesis at the space's largest ratio (augmented if the space allows
+    it: the dearer choice). Real images per second, and every image trained on."""
+    searched = space.synthesis
     settings = SynthesisSettings(searched.ratio.high, augment=True in searched.augment)
     synth = Synthesizer(source, settings, copy.deepcopy(transform), seed, runtime.device)
     real = trial.rate(transform, runtime.teacher_reuse, synth)[0]
@@ -439,7 +450,8 @@ def bench(
     plain_teacher = freeze(build_model(space.teacher.model, **shape))
     teacher = inference_teacher(plain_teacher, runtime)
     # The trials' own split, subset and objective (workspace.trial_context), without preview artifacts.
-    context = trial_context(Workspace(space, data, runtime, normalise, seed), teacher, None)
+    source = _stand_in_source(space, data, teacher, normalise, seed)  # with synthesis: (d') and the objective
+    context = trial_context(Workspace(space, data, runtime, normalise, seed), teacher, None, source)
     subset, val_index = context.train_index, context.val_index
     x_sub, y_sub = data.x_train[subset], data.y_train[subset]
     batch_size = min(space.trial.batch_size, len(subset))
@@ -503,9 +515,9 @@ def bench(
     figures["trial_step_none_img_s"], figures["teacher_saved_share_none"], _ = trial.rate(None, reuse=True)
     say("(d) again: a sampled policy at constant strength, then under the adaptive controller")
     figures |= _controller_rates(trial, space, data.channels, seed, runtime.teacher_reuse)
-    if space.synthesis is not None and space.synthesis.generator is not None:
-        say("(d') the same trial step with the space's largest synthetic share, an untrained generator")
-        figures |= _synthesis_rate(space, data, trial, transform, runtime, seed)
+    if source is not None:
+        say("(d') the same trial step with the space's largest synthetic share")
+        figures |= _synthesis_rate(space, source, trial, transform, runtime, seed)
     figures["efficiency"] = figures["trial_step_img_s"] / bound
     if runtime.device.type == "cpu":  # augmentation and the models share the same cores
         core_seconds = figures["cores"] / bound + max(1, runtime.loader_workers) / figures["augment_img_s"]

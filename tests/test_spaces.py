@@ -12,13 +12,16 @@ import pytest
 from optuna.trial import TrialState
 
 from augsearch.data import SyntheticSpec, load_dataset
+from augsearch.gan import build_generator
 from augsearch.loader import Normaliser
 from augsearch.models import build_model
 from augsearch.pipeline import validate_file
 from augsearch.policy import trial_policy
 from augsearch.runtime import resolve
+from augsearch.settings import GanRecipe
 from augsearch.space import load_space, space_names
 from augsearch.study import make_objective, make_sampler
+from augsearch.synthesis import Source
 from augsearch.workspace import Workspace, trial_context
 
 # (channels, image side) of each named dataset, so that the space's fixed stages (e.g. a 28x28 crop)
@@ -45,11 +48,19 @@ def test_every_shipped_space_validates_and_runs_one_tiny_trial(name):
     runtime = resolve("cpu", 0)
     workspace = Workspace(space, data, runtime, Normaliser.fit(data.x_train, runtime), seed=0)
     shape = {"in_channels": data.channels, "num_classes": data.num_classes, "image_size": data.image_size}
-    context = trial_context(workspace, build_model(space.teacher.model, **shape), None)
+    source = None  # a space with synthesis: an untrained tiny generator stands in for the trained one
+    if space.synthesis is not None:
+        generator = build_generator(
+            GanRecipe(width=4, z_dim=8), data.num_classes, data.channels, data.image_size
+        )
+        source = Source(data.num_classes, generator=generator.eval())
+    context = trial_context(workspace, build_model(space.teacher.model, **shape), None, source)
     study = optuna.create_study(direction="maximize", sampler=make_sampler(space, 0))
     # The choices a random first trial might miss: the last listed loss (dkd) and mixing (cutmix), and
     # the fixed stages on.
     params = {"kd_loss": space.kd.losses[-1], "mix_kind": space.mixing.kinds[-1], "fixed_on": True}
+    if space.synthesis is not None:  # and synthetic images in the batch
+        params["synth_ratio"] = space.synthesis.ratio.high
     study.enqueue_trial(params)
     study.optimize(make_objective(context), n_trials=1)
     trial = study.trials[0]
@@ -58,3 +69,7 @@ def test_every_shipped_space_validates_and_runs_one_tiny_trial(name):
     policy = trial_policy(trial)
     assert policy.kd.loss == space.kd.losses[-1]
     assert policy.mix.kind == space.mixing.kinds[-1] and policy.fixed == space.fixed
+    if space.synthesis is not None:
+        assert (
+            policy.synthesis.ratio == space.synthesis.ratio.high and trial.user_attrs["synthetic_images"] > 0
+        )
