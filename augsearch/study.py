@@ -265,7 +265,7 @@ def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float]:
         trial.set_user_attr(IMAGES_PER_SECOND, round(result.images_per_second, 1))
         trial.set_user_attr(TEACHER_PASSES, result.teacher_images)
         trial.set_user_attr(TEACHER_PASSES_SAVED, result.teacher_saved)
-        if synthesis is not None:
+        if policy.synthesis is not None:  # a space with synthesis: 0 for a trial at ratio 0
             trial.set_user_attr(SYNTHETIC_IMAGES, result.synthetic_images)
             trial.set_user_attr(TRAINED_IMAGES, result.images)
         return result.val_accuracy[-1]

@@ -157,7 +157,7 @@ def synthesis_lines(
         images = sum(t.user_attrs["trained_images"] for t in counted)
         on = sum(t.user_attrs["synthetic_images"] > 0 for t in counted)
         lines.append(
-            f"synthesis in the trials: {on} of {len(counted)} counted trials drew synthetic images; "
+            f"synthesis in the trials: {on} of {len(counted)} trials drew synthetic images; "
             f"{synthetic / images:.1%} of all their training images were synthetic"
         )
     seen: set[str] = set()

@@ -38,7 +38,7 @@ def test_a_tiny_generative_run_end_to_end(tmp_path):
     standard = next(run for run in runs if run["name"] == "standard")
     assert 0.25 <= searched["synthetic_share"] <= 0.35 and "synthesis" not in standard
     report = (tmp_path / "out/smoke/report.md").read_text()
-    assert "synthesis in the trials: 2 of 2 counted trials drew synthetic images" in report
+    assert "synthesis in the trials: 2 of 2 trials drew synthetic images" in report
     assert "of each batch synthetic" in report and "teacher agreement" in report
     grids = [Image.open(path) for path in (tmp_path / "out/smoke/artifacts").rglob("*") if path.is_file()]
     assert grids and all(grid.height == 2 + 16 * (64 + 2) for grid in grids)  # 8 real + 8 synthetic rows

@@ -168,7 +168,7 @@ def test_older_policy_data_and_version_1_files_still_load(tmp_path):
     path.write_text(json.dumps(document))
     with pytest.raises(UserError, match=r"v1.json: mixing: missing; schema_version 2 files hold"):
         load_policy(path)
-    document |= {"mixing": mixing, "schema_version": 4}  # 3 added the strength schedule (issue 14)
+    document |= {"mixing": mixing, "schema_version": 4}  # 3: a strength schedule and/or synthesis
     path.write_text(json.dumps(document))
     with pytest.raises(UserError, match="schema_version 4 is newer than this augsearch reads"):
         load_policy(path)
