@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -496,13 +494,7 @@ def _resume(path: Path, model: nn.Module, optimiser, schedule, result: TrainResu
         model.load_state_dict(fresh)
         optimiser.load_state_dict(fresh_optimiser)
         schedule.load_state_dict(fresh_schedule)
-        aside = path.with_name(path.name + ".corrupt")
-        os.replace(path, aside)
-        reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
-        print(
-            f"augsearch: checkpoint {path} is unusable ({reason}); moved to {aside}, starting over",
-            file=sys.stderr,
-        )
+        files.set_aside(path, error)
         return 0
     for key, value in history.items():
         setattr(result, key, value)

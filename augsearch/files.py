@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -42,3 +43,16 @@ def write_bytes(path: Path, data: bytes) -> None:
 
 def save_torch(path: Path, obj: Any) -> None:
     _replace(Path(path), lambda handle: torch.save(obj, handle))
+
+
+def set_aside(path: Path, error: BaseException) -> Path:
+    """Move an unusable checkpoint to ``<name>.corrupt`` (kept for a post-mortem, never read again) and
+    say so in one line on stderr: the caller starts over instead of failing on it forever."""
+    aside = path.with_name(path.name + ".corrupt")
+    os.replace(path, aside)
+    reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
+    print(
+        f"augsearch: checkpoint {path} is unusable ({reason}); moved to {aside}, starting over",
+        file=sys.stderr,
+    )
+    return aside

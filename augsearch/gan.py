@@ -22,8 +22,6 @@ as one never stopped. The caching, the quality figures and the refusals are in
 from __future__ import annotations
 
 import copy
-import os
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -183,13 +181,7 @@ def _resume(path: Path, modules: dict, history: dict[str, float], device: torch.
     except Exception as error:  # torch/zipfile/pickle raise many kinds; all mean "not usable"
         for name, module in modules.items():
             module.load_state_dict(fresh[name])
-        aside = path.with_name(path.name + ".corrupt")
-        os.replace(path, aside)
-        reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
-        print(
-            f"augsearch: checkpoint {path} is unusable ({reason}); moved to {aside}, starting over",
-            file=sys.stderr,
-        )
+        files.set_aside(path, error)
         return 0
     history.update(found)
     return done
