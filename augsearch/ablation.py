@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from augsearch.fair import KD_BASELINES, SEARCHED_KD
+from augsearch.fair import KD_BASELINES, SEARCHED_FIXED_KD, SEARCHED_KD
 from augsearch.stats import Difference, paired_difference
 
 
@@ -58,7 +58,7 @@ def split(rows: Sequence[RowLike]) -> Split | None:
     if searched is None or not pairs:
         return None
     base, fair = max(pairs, key=lambda pair: pair[1].mean)
-    ablated = next((row for row in rows if row.kind == "ablation"), None)
+    ablated = next((row for row in rows if row.name.startswith(SEARCHED_FIXED_KD)), None)
     tables = [_by_seed(row) for row in (searched, base, fair)]
     seeds = sorted(set.intersection(*(set(table) for table in tables)))
     if not seeds:

@@ -57,17 +57,6 @@ class Candidate:
     synthesis: SynthesisSettings | None = None  # synthetic images per batch (searched policies only)
 
 
-def parse_baselines(text: str) -> tuple[str, ...]:
-    """``all``, ``none`` or a comma-separated list of names from :data:`BASELINES`."""
-    if text.strip() == "all":
-        return BASELINES
-    names = tuple(name.strip() for name in text.split(",") if name.strip())
-    for name in names:
-        if name not in BASELINES:
-            raise UserError(f"unknown baseline '{name}'; choose from {', '.join(BASELINES)} or all")
-    return names
-
-
 def baseline(name: str, standard: Policy, kd: KDSettings, channels: int) -> Candidate:
     """Build the named baseline on top of ``standard`` (the fixed stages alone, no searched ops)."""
     usable = op_names(channels)

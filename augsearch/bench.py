@@ -265,6 +265,7 @@ class _TrialStep:
         self,
         transform,
         reuse: bool,
+        *,
         control: StrengthControl | None = None,
         synthesis: Synthesizer | None = None,
     ) -> tuple[float, float | None, float | None]:
@@ -328,7 +329,7 @@ def _controller_rates(
     constant = trial.rate(build_transform(policy), reuse)[0]
     adaptive = replace(policy, schedule=bench_schedule(space))
     control = strength_control(adaptive)
-    controlled = trial.rate(run_transform(adaptive, control), reuse, control)[0]
+    controlled = trial.rate(run_transform(adaptive, control), reuse, control=control)[0]
     return {
         "trial_step_sampled_img_s": constant,
         "trial_step_controller_img_s": controlled,
@@ -359,7 +360,7 @@ def _synthesis_rate(
     searched = space.synthesis
     settings = SynthesisSettings(searched.ratio.high, augment=True in searched.augment)
     synth = Synthesizer(source, settings, copy.deepcopy(transform), seed, runtime.device)
-    real = trial.rate(transform, runtime.teacher_reuse, synth)[0]
+    real = trial.rate(transform, runtime.teacher_reuse, synthesis=synth)[0]
     extra = synthetic_count(trial.settings.batch_size, settings.ratio) / trial.settings.batch_size
     return {
         "synthesis_ratio": settings.ratio,

@@ -98,8 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--seeds", type=int, default=3, help="seeds per policy, shared by all (default: 3)")
     retrain.add_argument(
         "--baselines", default="all", help="all, or a comma list of none, standard, randaugment, "
-        "trivialaugment, student-alone, NAME+searched-kd, kd-tuned, searched+fixed-kd (default: all); "
-        "an empty string for none"
+        "trivialaugment, student-alone, NAME+searched-kd, kd-tuned, searched+fixed-kd, "
+        "searched+constant-strength, searched-no-synthesis (default: all); an empty string for none"
     )  # fmt: skip
     retrain.add_argument(
         "--baselines-kd", help="KD settings of the KD baselines named: fixed, searched or fixed,searched "

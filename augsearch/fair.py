@@ -17,24 +17,39 @@ Row names (what ``augsearch retrain --baselines`` and a space's ``baselines.name
   the same number of trials (``augsearch/kdtuned.py``).
 - ``searched+fixed-kd``: the best trial's augmentation (and batch mixing) with the fixed KD settings:
   the ablation's third corner, reported as kind ``ablation`` (not a baseline the verdict compares with).
+- ``searched+constant-strength``: the best trial's policy with its strength schedule off (s = 1 all
+  run long): what the schedule or controller adds (augsearch/schedule.py). Only when that schedule is
+  not constant already; kind ``ablation``.
+- ``searched-no-synthesis``: the best trial's policy without its synthetic images (ratio 0): what the
+  generator adds (augsearch/synthesis.py). Only when the best trial draws synthetic images; kind
+  ``ablation``.
+
+The last two are what a user asks of a searched schedule or synthesis: the same policy, the same KD
+settings and seeds, with only that one part taken away.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from augsearch.baselines import BASELINES, Candidate, baseline
 from augsearch.errors import UserError
 from augsearch.policy import KDSettings, Policy
+from augsearch.schedule import CONSTANT
 
 KD_BASELINES = ("none", "standard", "randaugment", "trivialaugment")  # the baselines that distil
 SEARCHED_KD = "+searched-kd"  # suffix of a KD baseline run with the searched KD settings
 KD_TUNED = "kd-tuned"
 SEARCHED_FIXED_KD = "searched+fixed-kd"
+CONSTANT_STRENGTH = "searched+constant-strength"  # the best policy with its strength schedule off
+NO_SYNTHESIS = "searched-no-synthesis"  # the best policy without its synthetic images
+TWINS = (CONSTANT_STRENGTH, NO_SYNTHESIS)  # the best policy less one part: run only where it has it
 KD_KINDS = (
     "fixed",
     "searched",
 )  # ``baselines.kd`` / ``--baselines-kd``: which KD settings a KD baseline gets
 FAIR = tuple(name + SEARCHED_KD for name in KD_BASELINES)
-ROWS = (*BASELINES, *FAIR, KD_TUNED, SEARCHED_FIXED_KD)  # every row ``--baselines all`` retrains
+ROWS = (*BASELINES, *FAIR, KD_TUNED, SEARCHED_FIXED_KD, *TWINS)  # every row ``--baselines all`` asks for
 
 
 def parse_rows(text: str) -> tuple[str, ...]:
@@ -83,6 +98,7 @@ def fair_candidates(
     ``best`` is the best trial's candidate (``augsearch/retrain.py: searched``); its KD settings are the
     "searched KD" of every KD-fair row. ``standard`` is the fixed stages alone, as for the baselines."""
     wanted = [name for name in names if name in FAIR or name == SEARCHED_FIXED_KD]
+    twins = [name for name in names if name in TWINS]
     if wanted and (best is None or best.kd is None):
         raise UserError(
             f"rows {', '.join(wanted)} need the searched KD settings: the study has no completed trial"
@@ -107,4 +123,22 @@ def fair_candidates(
             continue
         row = baseline(name.removesuffix(SEARCHED_KD), standard, best.kd, channels)
         out.append(Candidate(name, row.transform, best.kd, kind="baseline", kd_source="searched"))
-    return out
+    return out + [twin for name in twins if (twin := twin_candidate(name, best)) is not None]
+
+
+def twin_candidate(name: str, best: Candidate | None) -> Candidate | None:
+    """The best trial's candidate with one part taken away (:data:`TWINS`), or None when it has no such
+    part to take away (a constant schedule, no synthetic images), or no trial completed: the row would
+    then be the searched row itself, so ``--baselines all`` leaves it out."""
+    policy = None if best is None else best.policy
+    if policy is None:
+        return None
+    if name == CONSTANT_STRENGTH and not policy.schedule.constant:
+        policy = replace(policy, schedule=CONSTANT)
+        return replace(best, name=f"{name} (trial {best.trial})", kind="ablation", policy=policy)
+    if name == NO_SYNTHESIS and best.synthesis is not None and best.synthesis.active:
+        policy = replace(policy, synthesis=None)
+        return replace(
+            best, name=f"{name} (trial {best.trial})", kind="ablation", policy=policy, synthesis=None
+        )
+    return None

@@ -15,7 +15,7 @@ import json
 import math
 import warnings
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import optuna
 
 from augsearch import ablation, files
 from augsearch.attributes import POLICY, PROXY_STDDEV, TEACHER_PASSES, TEACHER_PASSES_SAVED
-from augsearch.fair import KD_TUNED
+from augsearch.fair import CONSTANT_STRENGTH, KD_TUNED, NO_SYNTHESIS
 from augsearch.stats import paired_difference, seeds_needed, spearman_interval
 from augsearch.strength_report import Curve, strength_curves, strength_figure, strength_lines
 from augsearch.synthesis import synthesis_lines
@@ -85,6 +85,28 @@ def _versus_kd_tuned(rows: list[Row]) -> list[str]:
         return []
     text = verdict([searched_row, tuned])
     return [text.replace(f"best baseline ({KD_TUNED})", f"{KD_TUNED} (KD alone searched, same trials)")]
+
+
+TWIN_LABELS = {
+    CONSTANT_STRENGTH: "the same policy at constant strength (its schedule off)",
+    NO_SYNTHESIS: "the same policy without synthetic images",
+}
+
+
+def _versus_twins(rows: list[Row]) -> list[str]:
+    """The searched policy against itself less its schedule, or less its synthesis (augsearch/fair.py:
+    TWINS), paired as the verdict is: what that one part added, at 95%."""
+    searched_row = next((row for row in rows if row.kind == "searched"), None)
+    if searched_row is None:
+        return []
+    lines = []
+    for prefix, label in TWIN_LABELS.items():
+        twin = next((row for row in rows if row.name.startswith(prefix)), None)
+        if twin is None:
+            continue
+        text = verdict([searched_row, replace(twin, kind="baseline")])
+        lines.append(text.replace(f"best baseline ({twin.name})", label))
+    return lines
 
 
 def trial_counts(study: optuna.Study) -> dict[str, int]:
@@ -354,6 +376,7 @@ def write(
         *(ablation.describe(found) if found else []),
         *([describe_kd_tuned(kd_tuned)] if kd_tuned and any(row.name == KD_TUNED for row in rows) else []),
         *_versus_kd_tuned(rows),
+        *_versus_twins(rows),
         cost_line,
         f"trials: {counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed",
         fidelity_line,
@@ -403,6 +426,8 @@ def write(
         summary["ablation"] = ablation.as_dict(found)
     if kd_tuned:
         summary["kd_tuned"] = kd_tuned
+    if twins := _versus_twins(rows):
+        summary["twins"] = twins
     if student:
         summary["transfer_student"] = student
     files.write_json(study_dir / "results.json", summary)

@@ -26,11 +26,29 @@ RATES = (
 )
 
 
+def _with_synthesis(raw):
+    recipe = {"epochs": 1, "width": 4, "z_dim": 8, "epoch_images": 64, "batch_size": 32}
+    raw["synthesis"] = {"ratio": {"low": 0.0, "high": 0.5}, "augment": [True, False], "recipe": recipe}
+
+
 def test_bench_measures_and_prints_every_figure(tmp_path):
-    args = ("--space", "smoke", "--device", "cpu", "--seconds", "0.2", "--json")
-    result = run_cli("bench", *args, cwd=tmp_path)
+    """One bench run of the smoke space with a synthesis section, on generated stand-in data (for the
+    smoke space the same synthetic images its dataset is, so every figure is the ordinary one; the run
+    says which data it used). (d') runs on a freshly initialised generator: nothing trained or cached."""
+    space = smoke_variant(tmp_path, _with_synthesis)
+    work = tmp_path / "work"
+    work.mkdir()
+    args = ("--space", str(space), "--device", "cpu", "--seconds", "0.2", "--stand-in-data", "--json")
+    result = run_cli("bench", *args, cwd=work)
     assert result.returncode == 0, result.stderr[-2000:]
     figures = json.loads(result.stdout)
+    assert figures["data"] == "generated stand-in for synthetic"
+    assert figures["synthesis_ratio"] == 0.5 and figures["synthesis_augment"] is True
+    assert figures["trial_step_synthesis_img_s"] > 0 and figures["trial_step_controller_img_s"] > 0
+    # at a synthetic share of one half, the images trained on are twice the real ones
+    real = figures["trial_step_synthesis_img_s"]
+    assert figures["trial_step_synthesis_all_img_s"] == pytest.approx(2 * real)
+    assert "synthesis at ratio 0.5: real, all images" in format_figures(figures)
     for key in (*RATES, "naive_img_s", "efficiency", "speedup_over_naive", "optuna_seconds_per_trial"):
         assert figures[key] > 0, key
     assert figures["augment_compiled"] is True  # the smoke policy takes the loader's compiled path
@@ -60,7 +78,7 @@ def test_bench_measures_and_prints_every_figure(tmp_path):
     )
     for label in labels:
         assert label in table
-    assert not list(tmp_path.iterdir())  # the bench writes nothing
+    assert not list(work.iterdir())  # the bench writes nothing
     # the rows a CUDA run prints instead of the shared-cores ones (no GPU here: the figures are made up)
     cuda = {k: v for k, v in figures.items() if not k.startswith("shared_cpu")}
     cuda |= {"pipeline_bound_img_s": 5000.0, "pipeline_efficiency": 0.72, "gpu_utilisation_percent": 63.4}
@@ -94,7 +112,7 @@ def test_gpu_utilisation_is_none_off_cuda_or_without_nvml():
     assert gpu.mean is None and gpu._thread is None
 
 
-def test_stand_in_data_has_the_datasets_shape_and_the_bench_says_it_used_it(tmp_path):
+def test_stand_in_data_has_the_datasets_shape():
     assert stand_in("cifar10") == SyntheticSpec(10, 3, 32, train_size=50_000, test_size=1000)
     assert (stand_in("fashion-mnist").channels, stand_in("fashion-mnist").image_size) == (1, 28)
     assert stand_in("cifar100").num_classes == 100
@@ -102,10 +120,7 @@ def test_stand_in_data_has_the_datasets_shape_and_the_bench_says_it_used_it(tmp_
     assert stand_in("synthetic", own) is own
     with pytest.raises(UserError, match="no stand-in for dataset 'npz:x"):
         stand_in("npz:x.npz")
-    args = ("--space", "smoke", "--device", "cpu", "--seconds", "0.1", "--stand-in-data", "--json")
-    result = run_cli("bench", *args, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads(result.stdout)["data"] == "generated stand-in for synthetic"
+    # the bench on stand-in data: test_bench_measures_and_prints_every_figure
 
 
 def test_bench_refuses_bad_input_with_one_line(capsys):

@@ -49,7 +49,7 @@ def dashboard_process(cwd: Path, *args: str):
     finally:
         process.send_signal(signal.SIGINT)  # what Ctrl-C sends
         try:
-            process.wait(timeout=15)
+            process.wait(timeout=60)  # a loaded machine has taken more than 15 s to stop it
         finally:
             watchdog.cancel()
             process.kill()

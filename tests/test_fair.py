@@ -4,17 +4,22 @@ ablation.py), on hand-made numbers and on a copy of the suite's smoke study."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import optuna
 import pytest
 from conftest import copy_of_run, smoke_variant
 
 from augsearch.ablation import split
+from augsearch.baselines import Candidate
 from augsearch.errors import UserError
-from augsearch.fair import ROWS, expand, parse_kinds, parse_rows
+from augsearch.fair import ROWS, expand, fair_candidates, parse_kinds, parse_rows, twin_candidate
 from augsearch.pipeline import RetrainOptions, retrain
-from augsearch.report import Row, _versus_kd_tuned, verdict
+from augsearch.policy import KDSettings, OpChoice, Policy, build_transform
+from augsearch.report import Row, _versus_kd_tuned, _versus_twins, verdict
+from augsearch.schedule import Schedule
 from augsearch.space import load_space
+from augsearch.synthesis import SynthesisSettings
 from augsearch.trials import finished
 
 
@@ -79,6 +84,59 @@ def test_row_names_and_kd_kinds():
         parse_rows("student-alone+searched-kd")
     with pytest.raises(UserError, match="--baselines-kd"):
         parse_kinds("tuned")
+
+
+def _best(schedule=None, synthesis=None):
+    policy = Policy((), (OpChoice("Rotate", 0.5, 0.8),), KDSettings(2.0, 0.6), synthesis=synthesis)
+    if schedule is not None:
+        policy = replace(policy, schedule=schedule)
+    return Candidate(
+        "searched (trial 7)", build_transform(policy), policy.kd, 7, policy.mix, policy=policy,
+        synthesis=synthesis,
+    )  # fmt: skip
+
+
+def test_twins_take_away_one_part_of_the_best_policy_and_nothing_else():
+    linear = Schedule(kind="linear", start=0.2, end=1.0)
+    scheduled = _best(schedule=linear, synthesis=SynthesisSettings(0.25, hard_labels=False))
+    flat = twin_candidate("searched+constant-strength", scheduled)
+    assert flat.name == "searched+constant-strength (trial 7)" and flat.kind == "ablation"
+    assert flat.policy.schedule.constant and not scheduled.policy.schedule.constant
+    assert flat.policy.ops == scheduled.policy.ops and flat.kd == scheduled.kd
+    assert flat.synthesis == scheduled.synthesis and flat.transform is scheduled.transform
+    real = twin_candidate("searched-no-synthesis", scheduled)
+    assert real.synthesis is None and real.policy.synthesis is None and real.kind == "ablation"
+    assert real.policy.schedule == linear and real.kd == scheduled.kd
+    # nothing to take away: no row (it would be the searched row again)
+    plain = _best(synthesis=SynthesisSettings(0.0))
+    assert twin_candidate("searched+constant-strength", plain) is None
+    assert twin_candidate("searched-no-synthesis", plain) is None
+    assert twin_candidate("searched-no-synthesis", None) is None
+    rows = fair_candidates(ROWS, plain, KDSettings(4.0, 0.9), Policy((), (), None), 1)
+    assert not any(row.name.startswith(("searched+constant", "searched-no-syn")) for row in rows)
+    rows = fair_candidates(ROWS, scheduled, KDSettings(4.0, 0.9), Policy((), (), None), 1)
+    assert [row.name for row in rows if row.kind == "ablation"] == [
+        "searched+fixed-kd (trial 7)", "searched+constant-strength (trial 7)",
+        "searched-no-synthesis (trial 7)",
+    ]  # fmt: skip
+
+
+def test_the_report_pairs_the_searched_policy_with_each_twin():
+    rows = [
+        _row("searched (trial 5)", "searched", [0.905, 0.907, 0.906]),
+        _row("searched+constant-strength (trial 5)", "ablation", [0.900, 0.903, 0.901]),
+        _row("standard", "baseline", [0.887, 0.886, 0.888]),
+        _row("standard+searched-kd", "baseline", [0.902, 0.903, 0.901]),
+        _row("searched+fixed-kd (trial 5)", "ablation", [0.890, 0.891, 0.889]),
+    ]
+    (line,) = _versus_twins(rows)
+    assert line.startswith(
+        "searched policy vs the same policy at constant strength (its schedule off): +0.47"
+    )
+    assert "beats it at 95%" in line  # 0.005, 0.004, 0.005: sd 0.00058, half-width 0.0014
+    # the split still reads its third corner from searched+fixed-kd, not the first ablation row
+    assert split(rows).augmentation_at_fixed_kd.mean == pytest.approx(0.003)
+    assert _versus_twins(rows[2:]) == []
 
 
 @pytest.fixture(scope="module")

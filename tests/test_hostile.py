@@ -62,27 +62,40 @@ def _tree(root: Path) -> set[str]:
 def run_hostile(cwd: Path, limit: int, *args: str) -> str:
     """Run ``augsearch ARGS`` in ``cwd`` under the limits; assert exit 2, one stderr line, nothing
     written in ``cwd`` except under ``cwd/studies``; return the line."""
+    return run_hostile_each(cwd, limit, list(args))[0]
+
+
+def run_hostile_each(cwd: Path, limit: int, *commands: list[str]) -> list[str]:
+    """:func:`run_hostile` for several commands at once, side by side: each is a fresh interpreter
+    that spends most of its time importing on one core, so two of them take the time of one."""
 
     def limits() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         resource.setrlimit(resource.RLIMIT_CPU, (CPU_SECONDS, CPU_SECONDS))
 
     before = _tree(cwd)
-    done = subprocess.run(
-        [sys.executable, "-m", "augsearch", *args],
-        cwd=cwd,
-        env=_environment(),
-        capture_output=True,
-        text=True,
-        preexec_fn=limits,
-        timeout=300,  # a hang guard only; the bound is RLIMIT_CPU
-    )
-    lines = done.stderr.splitlines()
-    assert done.returncode == 2, done.stderr[-2000:]
-    assert len(lines) == 1 and lines[0].startswith("augsearch"), done.stderr[-2000:]
-    assert len(lines[0]) < 1000 and done.stdout == ""
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "augsearch", *args],
+            cwd=cwd,
+            env=_environment(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=limits,
+        )
+        for args in commands
+    ]
+    lines = []
+    for process in processes:
+        stdout, stderr = process.communicate(timeout=300)  # a hang guard only; the bound is RLIMIT_CPU
+        assert process.returncode == 2, stderr[-2000:]
+        found = stderr.splitlines()
+        assert len(found) == 1 and found[0].startswith("augsearch"), stderr[-2000:]
+        assert len(found[0]) < 1000 and stdout == ""
+        lines.append(found[0])
     assert {path for path in _tree(cwd) - before if not path.startswith("studies")} == set()
-    return lines[0]
+    return lines
 
 
 # --- item 4: names that would be folders outside --studies-dir -----------------------------------
@@ -107,8 +120,8 @@ def test_a_space_name_that_is_not_one_folder_is_refused(tmp_path, address_limit,
     work = tmp_path / "work"
     work.mkdir()
     space = smoke_variant(work, lambda raw: raw.update(name=name))
-    for args in (["validate", str(space)], ["run", "--space", str(space), "--studies-dir", "studies"]):
-        line = run_hostile(work, address_limit, *args)
+    commands = (["validate", str(space)], ["run", "--space", str(space), "--studies-dir", "studies"])
+    for line in run_hostile_each(work, address_limit, *commands):
         assert f"{space}: name: expected a study name" in line
     assert not (tmp_path / "outside").exists() and not Path("/etc/augsearch-hostile").exists()
     assert not (work / "studies").exists()
@@ -293,7 +306,7 @@ def test_hostile_spaces_are_refused_in_one_line(tmp_path, address_limit, case):
             content(raw)
 
         path = smoke_variant(tmp_path, mutate)
-    for args in (["validate", str(path)], ["run", "--space", str(path), "--studies-dir", "studies"]):
-        line = run_hostile(tmp_path, address_limit, *args)
+    commands = (["validate", str(path)], ["run", "--space", str(path), "--studies-dir", "studies"])
+    for line in run_hostile_each(tmp_path, address_limit, *commands):
         assert line.startswith(f"augsearch: error: {path}: ") and expected in line, line
     assert not (tmp_path / "studies").exists()

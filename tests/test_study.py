@@ -2,6 +2,7 @@ import dataclasses
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
 from augsearch.errors import UserError
@@ -94,6 +95,7 @@ def test_hyperband_prunes_a_two_epoch_trial_after_its_first_epoch(tmp_path):
     data = load_dataset("synthetic", synthetic=space.dataset.synthetic)
     train, val = validation_split(data.y_train, space.dataset.validation_fraction, 0)
     runtime = resolve("cpu", loader_workers=0)
+    torch.manual_seed(0)  # the teacher's weights, else whatever the tests before left in the global RNG
     teacher = build_model("cnn-tiny", in_channels=1, num_classes=4, image_size=16).eval()
     context = TrialContext(
         space, data, trial_subset(train, 64, 0), val, teacher, Normaliser.fit(data.x_train, runtime), 0
