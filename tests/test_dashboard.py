@@ -34,6 +34,7 @@ def smoke_study(smoke_run_once, tmp_path_factory) -> Path:
 def dashboard_process(cwd: Path, *args: str):
     """`augsearch dashboard ... --port 0` as a user runs it; yields (process, study URL); then Ctrl-C."""
     environment = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": str(REPO)}
+    environment["PYTHONFAULTHANDLER"] = "1"  # a stuck server dumps its threads' stacks on SIGABRT
     command = [sys.executable, "-m", "augsearch", "dashboard", "--port", "0", *args]
     process = subprocess.Popen(
         command, cwd=cwd, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -50,6 +51,10 @@ def dashboard_process(cwd: Path, *args: str):
         process.send_signal(signal.SIGINT)  # what Ctrl-C sends
         try:
             process.wait(timeout=60)  # a loaded machine has taken more than 15 s to stop it
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)  # faulthandler: every thread's stack to stderr
+            stderr = process.communicate(timeout=30)[1].decode()[-6000:]
+            raise AssertionError(f"Ctrl-C did not stop the dashboard; its stacks:\n{stderr}") from None
         finally:
             watchdog.cancel()
             process.kill()
