@@ -36,9 +36,16 @@ def dashboard_process(cwd: Path, *args: str):
     environment = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": str(REPO)}
     environment["PYTHONFAULTHANDLER"] = "1"  # a stuck server dumps its threads' stacks on SIGABRT
     command = [sys.executable, "-m", "augsearch", "dashboard", "--port", "0", *args]
-    process = subprocess.Popen(
-        command, cwd=cwd, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    # A suite started in the background by a script (`pytest ... &`) has SIGINT ignored, and a child
+    # inherits an ignored signal, so Ctrl-C could never stop the server. A handled one is reset to the
+    # default in the child, as in a terminal: handle it here while the child starts.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = subprocess.Popen(
+            command, cwd=cwd, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     watchdog = threading.Timer(120, process.kill)  # never let a stuck server hang the suite
     watchdog.start()
     try:
