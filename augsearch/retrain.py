@@ -144,9 +144,12 @@ def retrain_run(
     clean = clean_outputs(teacher, data.x_train, workspace.normalise)  # shared by this process's runs
 
     def own_copy() -> A.Compose | None:  # the synthetic images' pipeline draws from its own stream
-        return copy.deepcopy(candidate.transform)
+        return copy.deepcopy(transform)
 
-    synthesizer = synthesizer_for(candidate.synthesis, synthesis, own_copy, seed, workspace.runtime.device)
+    synthesizer = synthesizer_for(
+        candidate.synthesis, synthesis, own_copy, seed, workspace.runtime.device,
+        strength=None if control is None else control.knob,
+    )  # fmt: skip
     extra = {} if synthesizer is None else {"synthesis": synthesizer}
     start = time.perf_counter()
     result = train_student(

@@ -199,9 +199,10 @@ def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float]:
         policy = sample_policy(trial, space, data.channels)
         trial.set_user_attr(POLICY, policy.describe())
         trial.set_user_attr(POLICY_JSON, policy.to_dict())
+        control = strength_control(policy)  # None for a constant schedule: the loader as it always was
         synthesis = synthesizer_for(
-            policy.synthesis, context.synthesis, lambda: build_transform(policy), context.seed,
-            normalise.runtime.device,
+            policy.synthesis, context.synthesis, lambda: run_transform(policy, control), context.seed,
+            normalise.runtime.device, strength=None if control is None else control.knob,
         )  # fmt: skip
         if store is not None:  # what the policy does to fixed images, for optuna-dashboard (preview.py)
             shown = preview  # with synthesis, synthetic images in the rows below the real ones
@@ -214,7 +215,6 @@ def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float]:
             screen(trial, transform, context.teacher, x_proxy, normalise, space.trial.batch_size, space.proxy)
         seed_everything(context.seed)
         student = build_model(space.student, **data.model_shape)
-        control = strength_control(policy)  # None for a constant schedule: the loader as it always was
         batches = make_loader(
             x_sub, y_sub, run_transform(policy, control), space.trial.batch_size, normalise.runtime,
             context.seed, strength=None if control is None else control.knob,

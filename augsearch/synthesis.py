@@ -26,7 +26,7 @@ from torch import nn
 
 from augsearch.bounds import SYNTHESIS_RATIO
 from augsearch.gan import sample
-from augsearch.loader import augment
+from augsearch.loader import Strength, augment
 
 
 @dataclass(frozen=True)
@@ -76,12 +76,23 @@ class Synthesizer:
     """One training run's synthetic images: a seeded stream of (uint8 images, labels) on the device."""
 
     def __init__(
-        self, source: Source, settings: SynthesisSettings, transform: Any, seed: int, device: torch.device
+        self,
+        source: Source,
+        settings: SynthesisSettings,
+        transform: Any,
+        seed: int,
+        device: torch.device,
+        strength: Strength | None = None,
     ) -> None:
         self.source, self.settings, self.device = source, settings, device
         self.transform = transform if settings.augment else None
         if self.transform is not None:
             self.transform.set_random_seed(seed)
+        # A run with a strength schedule: the synthetic images' pipeline follows the same shared strength
+        # as the loader's (rebuilt when it changed, each rebuild seeded from (seed, rebuild count)), so
+        # real and synthetic images are augmented alike all run long.
+        self.strength, self.seed, self.builds = strength, seed, 0
+        self.built_at = None if strength is None else strength.value
         salt = int(np.random.SeedSequence([seed % 2**32, 0x73796E]).generate_state(1)[0])  # "syn"
         self.stream = torch.Generator(device=device).manual_seed(salt)
         self.cpu_stream = torch.Generator().manual_seed(salt)
@@ -102,8 +113,18 @@ class Synthesizer:
             images = torch.from_numpy(np.ascontiguousarray(source.images[rows]))
             labels = torch.from_numpy(source.labels[rows]).to(self.device)
         if self.transform is not None:
-            images = torch.from_numpy(augment(images.cpu().numpy(), self.transform))
+            images = torch.from_numpy(augment(images.cpu().numpy(), self._pipeline()))
         return images, labels
+
+    def _pipeline(self) -> Any:
+        """The pipeline at the run's current strength (augsearch/loader.py: ``Strength``)."""
+        if self.strength is not None and self.strength.value != self.built_at:
+            self.built_at = self.strength.value
+            self.builds += 1
+            self.transform = self.strength.build(self.built_at)
+            stream = np.random.SeedSequence([self.seed % 2**32, 0x73796E, self.builds]).generate_state(1)[0]
+            self.transform.set_random_seed(int(stream))
+        return self.transform
 
 
 def preview_rows(source: Source, rows: int, seed: int) -> np.ndarray:
@@ -126,15 +147,18 @@ def synthesizer_for(
     make_transform: Callable[[], Any],
     seed: int,
     device: torch.device,
+    strength: Strength | None = None,
 ) -> Synthesizer | None:
     """The synthetic stream of one training run, or None when synthesis is off (no section, or ratio 0:
     the run is then exactly one without synthesis). ``make_transform()`` builds the policy's pipeline
-    (augsearch.policy.build_transform), called only when synthetic images are augmented."""
+    (augsearch.policy.build_transform), called only when synthetic images are augmented; ``strength``:
+    the run's shared strength under a schedule (the pipeline is then rebuilt at it)."""
     if settings is None or not settings.active:
         return None
     if source is None:
         raise ValueError("a policy with synthetic images needs a synthesis source (augsearch/generator.py)")
-    return Synthesizer(source, settings, make_transform() if settings.augment else None, seed, device)
+    transform = make_transform() if settings.augment else None
+    return Synthesizer(source, settings, transform, seed, device, strength)
 
 
 def synthesis_provenance(source: Source | None, settings: SynthesisSettings) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from augsearch.distill import distillation_loss, freeze, real_only_cross_entropy
 from augsearch.errors import UserError
 from augsearch.export import load_policy, write_policy
 from augsearch.gan import build_generator
-from augsearch.loader import Normaliser, make_loader
+from augsearch.loader import Normaliser, Strength, make_loader
 from augsearch.models import build_model
 from augsearch.policy import KDSettings, Policy, build_transform, sample_policy
 from augsearch.runtime import resolve, seed_everything
@@ -68,6 +68,27 @@ def test_a_user_source_is_drawn_with_its_labels(setup):
     images, labels = _draws(source, SynthesisSettings(0.5), 0, batches=1)[0]
     rows = [next(i for i in range(5) if np.array_equal(data.x_train[i], image)) for image in images.numpy()]
     assert labels.tolist() == data.y_train[rows].tolist()
+
+
+def test_augmented_synthetic_images_follow_the_runs_strength(setup):
+    """Under a strength schedule the synthetic images get the pipeline at the loader's strength, not
+    the policy's strength-1 pipeline: strength 0 leaves them as drawn, 1 inverts them here."""
+    data = setup[0]
+    source = Source(3, images=data.x_train[:5], labels=data.y_train[:5])
+    built = []
+
+    def build(strength: float) -> A.Compose:
+        built.append(strength)
+        return A.Compose([A.InvertImg(p=1.0)] if strength >= 0.5 else [])
+
+    knob = Strength(build, 0.0)
+    synth = synthesizer_for(SynthesisSettings(0.5, augment=True), source, lambda: build(0.0), 3, CPU, knob)
+    assert all(any(np.array_equal(image, x) for x in data.x_train[:5]) for image in synth.draw(8)[0].numpy())
+    knob.set(1.0)
+    inverted = 255 - data.x_train[:5]
+    assert all(any(np.array_equal(image, x) for x in inverted) for image in synth.draw(8)[0].numpy())
+    synth.draw(8)
+    assert built == [0.0, 1.0]  # rebuilt once, when the strength changed
 
 
 def test_ratio_zero_and_no_section_build_no_synthesizer(setup):
