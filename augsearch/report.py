@@ -121,8 +121,13 @@ def _describe_kd(kd: dict[str, Any] | None) -> str:
     return f"DKD {text} b={kd['beta']:.1f}" if kd.get("loss") == "dkd" else text
 
 
-def summarise(runs: list[dict[str, Any]]) -> list[Row]:
-    """Group runs by policy name (searched rows first, then baselines in order of first appearance)."""
+def summarise(runs: list[dict[str, Any]], trial_values: dict[int, float] | None = None) -> list[Row]:
+    """Group runs by policy name: searched rows first, the study's best trial leading, then baselines.
+
+    Why the study's ranking (``trial_values``: trial number -> validation accuracy): the verdict, the
+    ablation, the twins and the cost line all read the first searched row as *the* searched policy.
+    After ``retrain --top N``, or a search resumed after an earlier retrain, several trials have runs,
+    and the lowest trial number is not the best one. Without values, trial number orders them."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         groups.setdefault(run["name"], []).append(run)
@@ -151,7 +156,15 @@ def summarise(runs: list[dict[str, Any]]) -> list[Row]:
                 teacher_saved=_saved_share(members),
             )
         )
-    return sorted(rows, key=lambda row: (row.kind != "searched", row.trial if row.trial is not None else 0))
+    values = trial_values or {}
+
+    def order(row: Row) -> tuple:
+        if row.kind != "searched":
+            return (1, 0.0, 0)
+        trial = row.trial if row.trial is not None else 0
+        return (0, -values.get(trial, float("-inf")), trial)
+
+    return sorted(rows, key=order)
 
 
 def _saved_share(runs: list[dict[str, Any]]) -> float | None:
@@ -231,11 +244,26 @@ def proxy_correlation(study: optuna.Study) -> float | None:
 def proxy_fidelity(study: optuna.Study, rows: list[Row]) -> float | None:
     """Spearman of trial validation accuracy vs retrained test accuracy, over retrained trials (>= 3):
     whether the short trials rank policies as full training does (`augsearch retrain --top N`)."""
-    values = {
-        trial.number: trial.value for trial in study.get_trials(deepcopy=False) if trial.value is not None
-    }
-    pairs = [(values[row.trial], row.mean) for row in rows if row.kind == "searched" and row.trial in values]
-    return spearman([a for a, _ in pairs], [b for _, b in pairs])
+    values = trial_values(study)
+    retrained = [row for row in rows if row.kind == "searched" and row.trial in values]
+    # Each trial's test accuracy on the seeds every retrained trial ran (`--top 8 --seeds 1` after a
+    # 3-seed retrain of the best: seed 0 for all), so that no trial is averaged over more seeds than
+    # another; the mean of each row's own seeds when they share none.
+    shared = set.intersection(*(set(row.seeds) for row in retrained)) if retrained else set()
+
+    def accuracy(row: Row) -> float:
+        if not shared or len(row.accuracies) != len(row.seeds):
+            return row.mean
+        by_seed = dict(zip(row.seeds, row.accuracies, strict=True))
+        return float(np.mean([by_seed[seed] for seed in sorted(shared)]))
+
+    return spearman([values[row.trial] for row in retrained], [accuracy(row) for row in retrained])
+
+
+def trial_values(study: optuna.Study) -> dict[int, float]:
+    """Trial number -> validation accuracy, over the trials that finished with one."""
+    trials = study.get_trials(deepcopy=False)
+    return {trial.number: trial.value for trial in trials if trial.value is not None}
 
 
 def search_cost(study: optuna.Study) -> dict[str, Any]:
@@ -341,7 +369,7 @@ def write(
 ) -> str:
     """Write every report file for the study and return the text printed on the terminal.
     ``student``: the student of a transfer (augsearch/transfer.py), when it is not the study's."""
-    rows = summarise(runs)
+    rows = summarise(runs, trial_values(study))
     found = ablation.split(rows)  # None unless the KD-fair rows were retrained (augsearch/ablation.py)
     kd_tuned = _read_json(study_dir / "kd-tuned.json")
     teacher = study.user_attrs.get("teacher")

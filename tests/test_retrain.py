@@ -3,13 +3,14 @@
 import csv
 import json
 
+import optuna
 import pytest
 import torch
 from conftest import copy_of_run, run_cli
 
 from augsearch import retrain as retrain_module
 from augsearch.pipeline import RetrainOptions, retrain
-from augsearch.report import Row, spearman, verdict
+from augsearch.report import Row, proxy_fidelity, spearman, summarise, verdict
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +161,33 @@ def test_verdict_compares_only_the_seeds_both_sides_ran():
         _row("standard", "baseline", [0.88, 0.89, 0.99], seeds=(1, 2, 3)),
     ]
     assert "paired over 2 seeds +2.00, 95% interval [+2.00, +2.00]" in verdict(rows)
+
+
+def _run(name, kind, trial, seed, accuracy):
+    return {
+        "name": name, "kind": kind, "trial": trial, "kd": None, "seed": seed, "test_accuracy": accuracy,
+        "epochs": 8, "train_seconds": 1.0, "images_per_second": 1.0,
+    }  # fmt: skip
+
+
+def test_the_best_trial_leads_the_rows_whatever_its_number():
+    """After `retrain --top N` the verdict pairs the study's best trial, not the lowest-numbered one."""
+    runs = [_run("searched #2 (trial 4)", "searched", 4, seed, 0.80) for seed in (0, 1)]
+    runs += [_run("searched (trial 23)", "searched", 23, seed, 0.90 + seed / 1000) for seed in (0, 1)]
+    runs += [_run("none", "baseline", None, seed, 0.85) for seed in (0, 1)]
+    rows = summarise(runs, {4: 0.851, 23: 0.856})
+    assert [row.trial for row in rows] == [23, 4, None]
+    assert "searched policy vs best baseline (none): +5.05 points" in verdict(rows)
+    assert [row.trial for row in summarise(runs)] == [4, 23, None]  # no study: by trial number
+
+
+def test_rank_fidelity_compares_every_trial_on_the_same_seeds():
+    """`--top 3 --seeds 1` after a 3-seed retrain of the best: seed 0 for all, not the best's mean."""
+    study = optuna.create_study(direction="maximize")
+    for value in (0.80, 0.85, 0.90):
+        study.add_trial(optuna.trial.create_trial(value=value, params={}, distributions={}))
+    runs = [_run("a", "searched", 0, 0, 0.70), _run("b", "searched", 1, 0, 0.75)]
+    runs += [_run("c", "searched", 2, seed, accuracy) for seed, accuracy in enumerate((0.80, 0.60, 0.60))]
+    rows = summarise(runs, {0: 0.80, 1: 0.85, 2: 0.90})
+    assert proxy_fidelity(study, rows) == pytest.approx(1.0)  # on seed 0; the means would give -0.5
+    assert spearman([0.80, 0.85, 0.90], [0.70, 0.75, 2 / 3]) == pytest.approx(-0.5)
