@@ -155,6 +155,22 @@ def validation_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
     return np.flatnonzero(train_mask).astype(np.int64), val_idx.astype(np.int64)
 
 
+def stratified_draw(y: np.ndarray, pool: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """``size`` sorted indices of ``pool``, seeded, each class in proportion to its share of ``pool``
+    (largest remainders get the rounding), so a few hundred labels still cover every class alike."""
+    if size >= len(pool):
+        return np.sort(pool)
+    labels = np.asarray(y)[pool]
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = size * counts / len(pool)
+    take = np.floor(exact).astype(int)
+    for index in np.argsort(-(exact - take), kind="stable")[: size - take.sum()]:
+        take[index] += 1
+    rng = np.random.default_rng([seed, 0x6C6162])  # "lab": not the validation split's stream
+    drawn = [rng.permutation(pool[labels == label])[:k] for label, k in zip(classes, take, strict=True)]
+    return np.sort(np.concatenate(drawn)).astype(np.int64)
+
+
 # --- shared lookup helpers ----------------------------------------------------------------------------
 
 

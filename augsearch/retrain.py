@@ -85,10 +85,12 @@ def run_key(
     seed: int,
     teacher_sha256: str | None = None,
     synthesis_sha256: str | None = None,
+    labelled: int | None = None,
 ) -> str:
     """A readable, stable file name for one run: the same policy, budget and seed always map to it.
-    Batch mixing enters the recipe only when it can mix, and the teacher checkpoint's sha256 only
-    when the teacher comes from a file, so runs without either keep their old names."""
+    Batch mixing enters the recipe only when it can mix, the teacher checkpoint's sha256 only when the
+    teacher comes from a file, and the labelled count only when the space limits it, so runs without
+    any of them keep their old names."""
     recipe = {
         "transform": A.to_dict(candidate.transform) if candidate.transform else None,
         "kd": candidate.kd.to_dict() if candidate.kd else None,
@@ -102,6 +104,8 @@ def run_key(
         recipe["schedule"] = candidate.policy.schedule.to_dict()
     if teacher_sha256 is not None:
         recipe["teacher_checkpoint_sha256"] = teacher_sha256
+    if labelled is not None:  # the space's dataset.labelled: another (smaller) training set
+        recipe["labelled"] = labelled
     if candidate.synthesis is not None and candidate.synthesis.active:  # and which images it drew from
         recipe["synthesis"] = {**candidate.synthesis.to_dict(), "source_sha256": synthesis_sha256}
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:10]
@@ -124,7 +128,8 @@ def retrain_run(
     space, data = workspace.space, workspace.data
     settings = _settings(workspace, epochs)
     source_sha256 = None if synthesis is None else synthesis.provenance.get("sha256")
-    key = run_key(candidate, settings, space.student, seed, teacher_sha256, source_sha256)
+    labelled = space.dataset.labelled
+    key = run_key(candidate, settings, space.student, seed, teacher_sha256, source_sha256, labelled)
     record, checkpoint = out / f"{key}.json", out / f"{key}.ckpt"
     if record.is_file():
         return json.loads(record.read_text())
@@ -135,13 +140,14 @@ def retrain_run(
     transform = candidate.transform if control is None else run_transform(candidate.policy, control)
     if transform is not None:
         transform.set_random_seed(seed)
+    x_train, y_train = workspace.retrain_images()
     batches = make_loader(
-        data.x_train, data.y_train, transform, settings.batch_size, workspace.runtime, seed,
+        x_train, y_train, transform, settings.batch_size, workspace.runtime, seed,
         strength=None if control is None else control.knob,
     )  # fmt: skip
     kd = candidate.kd or KDSettings(1.0, 0.0)
     teacher = teacher if candidate.kd else None
-    clean = clean_outputs(teacher, data.x_train, workspace.normalise)  # shared by this process's runs
+    clean = clean_outputs(teacher, x_train, workspace.normalise)  # shared by this process's runs
 
     def own_copy() -> A.Compose | None:  # the synthetic images' pipeline draws from its own stream
         return copy.deepcopy(transform)
@@ -179,6 +185,7 @@ def retrain_run(
         "teacher_passes_saved": result.teacher_saved,
         **_synthesis_summary(candidate, result.synthetic_images, result.images),
         **{k: v for k, v in asdict(settings).items() if k != "subset"},
+        **({} if labelled is None else {"labelled": labelled}),
         "optimiser": "sgd-nesterov-0.9",
         "test_accuracy": accuracy,
         "test_ece": round(expected_calibration_error(probabilities, data.y_test), 6),

@@ -57,6 +57,10 @@ class DataSettings:
     name: str
     validation_fraction: float = 0.1
     synthetic: SyntheticSpec | None = None
+    # Scarce labels: the student learns from only this many labelled training images (a seeded,
+    # stratified draw, the same in every trial and retrain); the teacher still sees the whole training
+    # split (augsearch/workspace.py: labelled_pool says why). None: all of them.
+    labelled: int | None = None
 
 
 @dataclass(frozen=True)

@@ -487,7 +487,10 @@ def parse_space(raw: Any, path: Path, sha256: str) -> Space:
                 f"{pixels / 2**30:.1f} GiB of images; expected at most {MAX_SYNTHETIC_BYTES / 2**30:g} GiB",
             )
     dataset = DataSettings(
-        data.take("name", str), data.number("validation_fraction", 0.01, 0.5, 0.1), synthetic
+        data.take("name", str),
+        data.number("validation_fraction", 0.01, 0.5, 0.1),
+        synthetic,
+        labelled=data.number("labelled", 1, 10**9, None, kind=int),
     )
     data.done()
 

@@ -17,7 +17,7 @@ import optuna
 from torch import nn
 from tqdm import tqdm
 
-from augsearch.data import ImageData, load_dataset, validation_split
+from augsearch.data import ImageData, load_dataset, stratified_draw, validation_split
 from augsearch.distill import inference_teacher
 from augsearch.errors import UserError
 from augsearch.generator import get_generator, load_source
@@ -39,6 +39,14 @@ class Workspace:
     normalise: Normaliser
     seed: int
 
+    def retrain_images(self) -> tuple[np.ndarray, np.ndarray]:
+        """What a final retrain learns from: the whole training split (the trials' part and the
+        validation part), or with ``dataset.labelled`` the labelled pool alone (:func:`labelled_pool`)."""
+        if self.space.dataset.labelled is None:
+            return self.data.x_train, self.data.y_train
+        pool = labelled_pool(self.space, self.data, self.seed)
+        return self.data.x_train[pool], self.data.y_train[pool]
+
 
 def open_workspace(space: Space, dataset: str, data_dir: Path | None, device: str, seed: int) -> Workspace:
     """Load the data and settle the device; builds teacher and student once so a bad name fails early."""
@@ -48,7 +56,30 @@ def open_workspace(space: Space, dataset: str, data_dir: Path | None, device: st
         build_model(name, **data.model_shape)
     for note in data.notes:
         tqdm.write(f"note: {note}")
+    labelled_pool(space, data, seed)  # a labelled count the data cannot give fails here, before any work
     return Workspace(space, data, runtime, Normaliser.fit(data.x_train, runtime), seed)
+
+
+def labelled_pool(space: Space, data: ImageData, seed: int) -> np.ndarray:
+    """The training images (indices into ``data.x_train``) the student may learn from: the training
+    part of the validation split, or with ``dataset.labelled: N`` a seeded stratified draw of N of them.
+
+    Why the teacher still sees the whole training split and the trials still validate on the whole
+    validation part: the scarce-labels setting stands for distilling a given teacher (trained elsewhere,
+    on more data) into a small student with the few labelled images one has, where augmentation is
+    what makes each image count; a validation split of a few dozen images would rank policies by noise.
+    """
+    train_index, _ = validation_split(data.y_train, space.dataset.validation_fraction, seed)
+    size = space.dataset.labelled
+    if size is None:
+        return train_index
+    if not data.num_classes <= size <= len(train_index):
+        raise UserError(
+            f"dataset.labelled: {size} images; {data.name} has {len(train_index)} training images outside "
+            f"the validation split and {data.num_classes} classes: expected {data.num_classes} to "
+            f"{len(train_index)}"
+        )
+    return stratified_draw(data.y_train, train_index, size, seed)
 
 
 def teacher_for(
@@ -112,8 +143,8 @@ def trial_context(
     and in the tests: the validation split, the trial subset, the teacher; ``study_dir=None``: no
     preview artifacts."""
     space, data, seed = workspace.space, workspace.data, workspace.seed
-    train_index, val_index = validation_split(data.y_train, space.dataset.validation_fraction, seed)
-    subset = trial_subset(train_index, space.trial.subset, seed)
+    _, val_index = validation_split(data.y_train, space.dataset.validation_fraction, seed)
+    subset = trial_subset(labelled_pool(space, data, seed), space.trial.subset, seed)
     return TrialContext(
         space,
         data,
