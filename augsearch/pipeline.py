@@ -158,7 +158,10 @@ def run(options: RunOptions) -> tuple[str, Path]:
     study_dir.mkdir(parents=True, exist_ok=True)
 
     shape = tuple(data.x_train.shape)
-    tqdm.write(f"device: {workspace.runtime.describe()}; data: {data.name} {shape} from {data.source}")
+    few = space.dataset.labelled
+    labelled = "" if few is None else f"; the student learns from {few} labelled images of them"
+    where = f"{data.name} {shape} from {data.source}{labelled}"
+    tqdm.write(f"device: {workspace.runtime.describe()}; data: {where}")
     teacher, teacher_info = teacher_for(workspace, options.studies_dir, options.teacher_checkpoint)
     origin = "cached" if teacher_info.get("cached") else teacher_info["source"]
     tqdm.write(f"teacher {space.teacher.model}: test accuracy {teacher_info['test_accuracy']:.4f} ({origin})")
