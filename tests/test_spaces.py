@@ -34,7 +34,10 @@ def _tiny(space):
     channels, side = SHAPES.get(space.dataset.name, (3, 32))
     spec = space.dataset.synthetic or SyntheticSpec(channels=channels, image_size=side)
     spec = dataclasses.replace(spec, num_classes=min(spec.num_classes, 4), train_size=64, test_size=16)
-    dataset = dataclasses.replace(space.dataset, name="synthetic", synthetic=spec, validation_fraction=0.25)
+    labelled = None if space.dataset.labelled is None else 24  # few labels: half the 48 training images
+    dataset = dataclasses.replace(
+        space.dataset, name="synthetic", synthetic=spec, validation_fraction=0.25, labelled=labelled
+    )
     trial = dataclasses.replace(space.trial, epochs=1, batch_size=16, subset=16)
     proxy = dataclasses.replace(space.proxy, batches=min(space.proxy.batches, 2))
     return dataclasses.replace(space, dataset=dataset, trial=trial, proxy=proxy)
