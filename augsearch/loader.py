@@ -56,6 +56,13 @@ class Strength:
     def set(self, value: float) -> None:
         self._value[0] = float(value)
 
+    def rebuild(self, seed: int, builds: int):
+        """The pipeline at the current strength, seeded from (``seed``, ``builds``): the ``builds``-th
+        rebuild of a copy whose stream is ``seed`` draws the same augmentations in every run."""
+        transform = self.build(self.value)
+        transform.set_random_seed(int(np.random.SeedSequence([seed, builds]).generate_state(1)[0]))
+        return transform
+
 
 class _Batches(Dataset):
     """``dataset[indices]`` is one augmented :class:`Batch`."""
@@ -74,9 +81,7 @@ class _Batches(Dataset):
         if self.strength is not None and self.strength.value != self.built_at:
             self.built_at = self.strength.value
             self.builds += 1
-            self.transform = self.strength.build(self.built_at)
-            stream = np.random.SeedSequence([self.seed, self.builds]).generate_state(1)[0]
-            self.transform.set_random_seed(int(stream))
+            self.transform = self.strength.rebuild(self.seed, self.builds)
         return self.transform
 
     def __getitem__(self, indices: list[int]) -> Batch:

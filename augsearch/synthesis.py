@@ -89,11 +89,11 @@ class Synthesizer:
         if self.transform is not None:
             self.transform.set_random_seed(seed)
         # A run with a strength schedule: the synthetic images' pipeline follows the same shared strength
-        # as the loader's (rebuilt when it changed, each rebuild seeded from (seed, rebuild count)), so
-        # real and synthetic images are augmented alike all run long.
-        self.strength, self.seed, self.builds = strength, seed, 0
-        self.built_at = None if strength is None else strength.value
+        # as the loader's (rebuilt as the loader rebuilds, from this stream's salt), so real and synthetic
+        # images are augmented alike all run long.
         salt = int(np.random.SeedSequence([seed % 2**32, 0x73796E]).generate_state(1)[0])  # "syn"
+        self.strength, self.salt, self.builds = strength, salt, 0
+        self.built_at = None if strength is None else strength.value
         self.stream = torch.Generator(device=device).manual_seed(salt)
         self.cpu_stream = torch.Generator().manual_seed(salt)
 
@@ -121,9 +121,7 @@ class Synthesizer:
         if self.strength is not None and self.strength.value != self.built_at:
             self.built_at = self.strength.value
             self.builds += 1
-            self.transform = self.strength.build(self.built_at)
-            stream = np.random.SeedSequence([self.seed % 2**32, 0x73796E, self.builds]).generate_state(1)[0]
-            self.transform.set_random_seed(int(stream))
+            self.transform = self.strength.rebuild(self.salt, self.builds)
         return self.transform
 
 
