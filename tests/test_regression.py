@@ -13,6 +13,7 @@ tests/test_regression.py``, then review the diff of the golden file.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,11 @@ from conftest import REPO
 GOLDEN = REPO / "tests" / "data" / "smoke_golden.json"
 # Trial attributes that measure the machine, not the search.
 TIMING_ATTRS = ("images_per_second", "wall_seconds", "proxy_seconds", "worker")
+# Continuous measurements of a trained network, compared to 1%: fp32 kernels for another instruction set
+# (AVX2 against AVX-512) sum in another order, and two epochs of training carry that into the 4th digit of
+# a calibration error or an NLL (seen: NLL 1.47188 against 1.47237) while accuracies, the values the search
+# acts on, stay equal. Everything else must match to 6 significant digits.
+LOOSE = ("ece", "nll", "proxy_t_stddev")
 
 
 def _rounded(value: Any) -> Any:
@@ -65,7 +71,7 @@ def _trials(study_dir: Path) -> list[dict[str, Any]]:
 def _report_table(study_dir: Path) -> dict[str, Any]:
     """The table of report.md up to its timing columns, and results.json's rows without timings."""
     lines = (study_dir / "report.md").read_text().split("```")[1].strip("\n").splitlines()
-    cut = lines[0].index("train s")
+    cut = lines[0].index("test acc") + len("test acc")  # ECE and NLL: in rows, loosely; timings: not
     table = [line[:cut].rstrip() for line in lines if not line.startswith(("search:",))]
     results = json.loads((study_dir / "results.json").read_text())
     rows = [
@@ -99,4 +105,31 @@ def test_smoke_run_matches_the_recorded_one(observed):
         GOLDEN.write_text(json.dumps(observed, indent=1, sort_keys=True) + "\n")
     golden = json.loads(GOLDEN.read_text())
     for part in ("policy_file", "trials", "report"):
-        assert observed[part] == golden[part], part
+        found = differences(observed[part], golden[part], part)
+        assert not found, found[:10]
+
+
+def differences(observed: Any, golden: Any, where: str) -> list[str]:
+    """Where ``observed`` and ``golden`` differ: exactly, except the :data:`LOOSE` keys' floats (to 1%)."""
+    if isinstance(observed, dict) and isinstance(golden, dict):
+        found = [f"{where}.{key}: only one side has it" for key in set(observed) ^ set(golden)]
+        for key in set(observed) & set(golden):
+            a, b = observed[key], golden[key]
+            if key in LOOSE and isinstance(a, float) and isinstance(b, float):
+                found += [] if math.isclose(a, b, rel_tol=0.01) else [f"{where}.{key}: {a} != {b}"]
+            else:
+                found += differences(a, b, f"{where}.{key}")
+        return found
+    if isinstance(observed, list) and isinstance(golden, list) and len(observed) == len(golden):
+        pairs = enumerate(zip(observed, golden, strict=True))
+        return [d for i, (a, b) in pairs for d in differences(a, b, f"{where}[{i}]")]
+    return [] if observed == golden else [f"{where}: {observed!r} != {golden!r}"[:500]]
+
+
+def test_differences_are_loose_only_for_measurements():
+    golden = {"rows": [{"ece": 0.1000, "mean": 0.8}], "trials": [{"value": 0.5}]}
+    assert not differences({"rows": [{"ece": 0.1005, "mean": 0.8}], "trials": [{"value": 0.5}]}, golden, "r")
+    assert differences({"rows": [{"ece": 0.1200, "mean": 0.8}], "trials": [{"value": 0.5}]}, golden, "r")
+    assert differences({"rows": [{"ece": 0.1000, "mean": 0.8001}], "trials": [{"value": 0.5}]}, golden, "r")
+    assert differences({"rows": [{"ece": 0.1000, "mean": 0.8}], "trials": []}, golden, "r")
+    assert differences({"rows": [{"ece": 0.1000}], "trials": [{"value": 0.5}]}, golden, "r")
