@@ -260,7 +260,8 @@ def predict(
 
 @dataclass
 class TrainResult:
-    """What one training run measured; ``val_accuracy`` has one entry per evaluated epoch.
+    """What one training run measured; ``val_accuracy`` has one entry per report (per evaluated epoch, or
+    ``reports_per_epoch`` per epoch).
     ``mixed_batches`` of ``batches`` were mixed (mixup/CutMix), counted over the epochs trained. Of the
     ``teacher_images`` images the teacher's outputs were needed for, ``teacher_saved`` were reused
     clean-image outputs (:mod:`augsearch.reuse`): teacher passes saved."""
@@ -310,7 +311,7 @@ def train_student(
     teacher: nn.Module | None = None,
     kd: KDSettings | None = None,
     evaluation: tuple[np.ndarray, np.ndarray] | None = None,
-    on_epoch: Callable[[int, float], None] | None = None,
+    on_report: Callable[[int, float], None] | None = None,
     description: str = "train",
     checkpoint: Path | None = None,
     mix: MixSettings | None = None,
@@ -323,8 +324,10 @@ def train_student(
 
     With a teacher and a KD term of non-zero weight the loss is the one ``kd.loss`` names
     (:func:`distillation_loss`); otherwise cross-entropy and the teacher is never run. After each
-    epoch the student is evaluated on ``evaluation`` (if given) and ``on_epoch(epoch, accuracy)`` is
-    called, which may raise to stop (Optuna's pruning).
+    epoch the student is evaluated on ``evaluation`` (if given) and ``on_report(step, accuracy)`` is
+    called with the reports made so far (1, 2, ...), which may raise to stop (Optuna's pruning). With
+    ``settings.reports_per_epoch`` r > 1 it is evaluated r times an epoch, after every 1/r of its batches:
+    a pruner then judges a trial on fewer images (successive halving's first rung, Li et al. 2020).
     Raises :class:`NonFiniteLoss` within a few steps of a loss turning NaN or infinite.
 
     With ``checkpoint``, the student, optimiser and schedule state and the history so far are saved
@@ -375,6 +378,7 @@ def train_student(
         running, count = torch.zeros((), device=runtime.device), 0
         kd_now = None if kd is None else kd.at_epoch(epoch, settings.epochs)  # T's schedule; constant: kd
         steps = progress.bar(batches, desc=f"{description} epoch {epoch + 1}/{settings.epochs}", leave=False)
+        midway = _midway(len(batches), settings.reports_per_epoch) if evaluation is not None else {}
         for step, (images, labels, *where) in enumerate(steps):
             images, labels = normalise(images), labels.to(runtime.device, non_blocking=True)
             labels_b, lam, reusable = None, 1.0, clean is not None and len(where) == 2
@@ -419,6 +423,13 @@ def train_student(
             result.batches += 1
             if step % _CHECK_EVERY == 0:  # a host sync: not every step, which would stall a GPU
                 _check_finite(running, epoch)
+            if step + 1 in midway:  # a report within the epoch (reports_per_epoch > 1); the last is below
+                accuracy = evaluate(student, *evaluation, normalise)
+                result.val_accuracy.append(accuracy)
+                done = epoch + midway[step + 1]
+                progress.line(f"{description} epoch {done:g}/{settings.epochs}: val accuracy {accuracy:.4f}")
+                if on_report is not None:
+                    on_report(len(result.val_accuracy), accuracy)
         _check_finite(running, epoch)
         result.seconds += time.perf_counter() - start
         result.images += count
@@ -432,11 +443,18 @@ def train_student(
             accuracy = evaluate(student, *evaluation, normalise)
             result.val_accuracy.append(accuracy)
             progress.line(f"{said}, val accuracy {accuracy:.4f}")
-            if on_epoch is not None:
-                on_epoch(epoch, accuracy)
+            if on_report is not None:
+                on_report(len(result.val_accuracy), accuracy)
         else:
             progress.line(said)
     return result
+
+
+def _midway(batches: int, reports: int) -> dict[int, float]:
+    """The batch counts within an epoch after which a report falls, other than the epoch's end, each
+    with the fraction of the epoch done: {2: 0.5} for 4 batches and 2 reports."""
+    counts = {round(batches * k / reports): k / reports for k in range(1, reports)}
+    return {count: done for count, done in counts.items() if 0 < count < batches}
 
 
 _CHECK_EVERY = 16

@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +94,7 @@ def run_key(
     recipe = {
         "transform": A.to_dict(candidate.transform) if candidate.transform else None,
         "kd": candidate.kd.to_dict() if candidate.kd else None,
-        "train": asdict(settings),
+        "train": settings.to_dict(),
         "student": student,
         "seed": seed,
     }
@@ -184,7 +184,7 @@ def retrain_run(
         "teacher_passes": result.teacher_images,
         "teacher_passes_saved": result.teacher_saved,
         **_synthesis_summary(candidate, result.synthetic_images, result.images),
-        **{k: v for k, v in asdict(settings).items() if k != "subset"},
+        **{k: v for k, v in settings.to_dict().items() if k != "subset"},
         **({} if labelled is None else {"labelled": labelled}),
         "optimiser": "sgd-nesterov-0.9",
         "test_accuracy": accuracy,

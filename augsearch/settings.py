@@ -8,14 +8,14 @@ parser may use the modules below it (the op catalogue, the baselines, the policy
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from augsearch.data import SyntheticSpec
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp")  # augsearch/study.py: make_sampler
-PRUNERS = ("median", "hyperband", "none")
+PRUNERS = ("median", "hyperband", "successive-halving", "none")
 SCHEDULES = ("onecycle", "cosine")
 KD_LOSSES = ("hinton", "dkd")  # augsearch/distill.py: hinton_loss, dkd_loss
 # The searched per-image structures (augsearch/policy.py builds each) and the keys that belong to each.
@@ -82,6 +82,17 @@ class TrainSettings:
     weight_decay: float = 5e-4
     schedule: str = "onecycle"
     subset: int | None = None
+    # A trial's validations per epoch, each reported to the pruner as one step: with 2, the pruner can stop
+    # a trial after half an epoch (fewer images in its first rung). A retrain validates once per epoch.
+    reports_per_epoch: int = 1
+
+    def to_dict(self) -> dict:
+        """The settings as run keys and run records store them: ``reports_per_epoch`` only when it is not
+        1 (a retrain's never is), so the runs recorded before it existed keep their names."""
+        settings = asdict(self)
+        if self.reports_per_epoch == 1:
+            del settings["reports_per_epoch"]
+        return settings
 
 
 @dataclass(frozen=True)

@@ -262,6 +262,7 @@ def _train(reader: _Reader, searchable: bool = False) -> tuple[TrainSettings, Tr
         weight_decay=reader.number("weight_decay", 0.0, 1.0, 5e-4),
         schedule=reader.choice("schedule", SCHEDULES, "onecycle"),
         subset=reader.number("subset", 1, 10**9, None, kind=int),
+        reports_per_epoch=reader.number("reports_per_epoch", 1, 100, 1, kind=int) if searchable else 1,
     )
     reader.done()
     search = TrainSearch(

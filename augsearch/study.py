@@ -1,9 +1,10 @@
 """The Optuna study: sampler, pruner, opening it (or resuming it), and the objective of one trial.
 
 One trial = sample a policy and KD settings, distil a fresh student on a fixed training subset for
-a few epochs, report validation accuracy after every epoch (so the pruner can stop it), return the
-last one. Every trial starts from the same student initialisation and the same data order (common
-random numbers): differences between trials then come from the policy, not from the seed.
+a few epochs, report validation accuracy after every epoch, or several times an epoch
+(``trial.reports_per_epoch``), so the pruner can stop it early; return the last one. Every trial starts
+from the same student initialisation and the same data order (common random numbers): differences
+between trials then come from the policy, not from the seed.
 """
 
 from __future__ import annotations
@@ -91,12 +92,19 @@ def make_pruner(space: Space) -> optuna.pruners.BasePruner:
         if space.study.pruner == "median":
             return optuna.pruners.MedianPruner(**({"n_startup_trials": 4, "n_warmup_steps": 0} | args))
         if space.study.pruner == "hyperband":
-            return optuna.pruners.HyperbandPruner(
-                **({"min_resource": 1, "max_resource": space.trial.epochs} | args)
-            )
+            defaults = {"min_resource": 1, "max_resource": reports(space)}
+            return optuna.pruners.HyperbandPruner(**(defaults | args))
+        if space.study.pruner == "successive-halving":  # Li et al. 2020 (ASHA): rungs at 1, 3, 9... reports
+            defaults = {"min_resource": 1, "reduction_factor": 3}
+            return optuna.pruners.SuccessiveHalvingPruner(**(defaults | args))
     except TypeError as error:
         raise UserError(f"{space.path}: study.pruner_args: {error}") from None
     return optuna.pruners.NopPruner()
+
+
+def reports(space: Space) -> int:
+    """How many validation reports a whole trial makes: the pruner's steps are 1 .. this."""
+    return space.trial.epochs * space.trial.reports_per_epoch
 
 
 def fingerprint(space: Space, dataset: str, seed: int, teacher_sha256: str | None = None) -> str:
@@ -222,18 +230,20 @@ def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float]:
         # Only a run with a schedule passes one: a stand-in trainer (augsearch bench) needs no new argument.
         scheduled = {} if control is None else {"control": control}
 
-        def on_epoch(epoch: int, accuracy: float) -> None:
-            # The step is the resource spent, epochs done (1, 2, ...): Hyperband's first rung is at step
-            # min_resource = 1, which a 0-based step would put on the last epoch of a 2-epoch trial.
-            trial.report(accuracy, epoch + 1)
+        def on_report(step: int, accuracy: float) -> None:
+            # The step is the resource spent, reports done (1, 2, ...; epochs done with one report per
+            # epoch): Hyperband's first rung is at step min_resource = 1, which a 0-based step would put
+            # on the last epoch of a 2-epoch trial.
+            trial.report(accuracy, step)
             if control is not None:  # the strength per epoch so far, pruned or not; constant: no attribute
                 trial.set_user_attr(STRENGTH, control.history)
                 trial.set_user_attr(STRENGTH_REACHED, control.reached)
-            # After the last epoch the work is done: pruning then would only hide a finished result.
+            # After the last report the work is done: pruning then would only hide a finished result.
             # A warm start (augsearch/warmstart.py) runs to the end: the search must not lose a baseline.
-            if epoch + 1 < space.trial.epochs and WARM_START not in trial.user_attrs and trial.should_prune():
+            if step < reports(space) and WARM_START not in trial.user_attrs and trial.should_prune():
+                epochs = step / space.trial.reports_per_epoch
                 raise optuna.TrialPruned(
-                    f"pruned after epoch {epoch + 1} at validation accuracy {accuracy:.4f}"
+                    f"pruned after epoch {epochs:g} at validation accuracy {accuracy:.4f}"
                 )
 
         extra = {} if synthesis is None else {"synthesis": synthesis}  # augsearch/synthesis.py
@@ -247,7 +257,7 @@ def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float]:
                 context.teacher,
                 policy.kd,
                 (x_val, y_val),
-                on_epoch,
+                on_report,
                 description=f"trial {trial.number}",
                 mix=policy.mix,
                 clean=clean,

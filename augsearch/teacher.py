@@ -164,7 +164,7 @@ def get_teacher(
         "model": space.teacher.model,
         "dataset": data.name,
         "test_accuracy": accuracy,
-        "trained": {**asdict(settings), "seed": seed, "fixed": [[s.name, s.args] for s in space.fixed]},
+        "trained": {**settings.to_dict(), "seed": seed, "fixed": [[s.name, s.args] for s in space.fixed]},
         "train_seconds": round(result.seconds, 1),
         "images_per_second": round(result.images_per_second, 1),
         "device": normalise.runtime.describe(),

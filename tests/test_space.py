@@ -145,6 +145,8 @@ BAD = [
     ),
     (lambda r: r["kd"].update(temperature={"low": 4.0, "high": 2.0}), "kd.temperature", "low 4.0 is greater"),
     (lambda r: r.pop("kd"), "kd", "missing required key"),
+    (lambda r: r["trial"].update(reports_per_epoch=0), "trial.reports_per_epoch", "expected"),
+    (lambda r: r["retrain"].update(reports_per_epoch=2), "retrain.reports_per_epoch", "unknown key"),
 ]
 
 

@@ -106,3 +106,36 @@ def test_hyperband_prunes_a_two_epoch_trial_after_its_first_epoch(tmp_path):
     assert steps <= {(1,), (1, 2)}
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
     assert pruned and all(tuple(t.intermediate_values) == (1,) for t in pruned)
+
+
+def test_successive_halving_on_half_epochs_prunes_after_half_an_epoch(tmp_path):
+    """With two reports an epoch the pruner's first rung falls after half of the first epoch: a pruned
+    trial has trained on half the images a whole trial does, and says so."""
+    from augsearch.data import load_dataset, validation_split
+    from augsearch.loader import Normaliser
+    from augsearch.models import build_model
+    from augsearch.runtime import resolve
+    from augsearch.study import TrialContext, make_objective
+
+    smoke = load_space("smoke")
+    space = dataclasses.replace(
+        smoke,
+        trial=dataclasses.replace(smoke.trial, epochs=1, reports_per_epoch=2, batch_size=16),
+        study=dataclasses.replace(smoke.study, pruner="successive-halving", pruner_args={}, warm_starts=()),
+    )
+    data = load_dataset("synthetic", synthetic=space.dataset.synthetic)
+    train, val = validation_split(data.y_train, space.dataset.validation_fraction, 0)
+    runtime = resolve("cpu", loader_workers=0)
+    torch.manual_seed(0)
+    teacher = build_model("cnn-tiny", in_channels=1, num_classes=4, image_size=16).eval()
+    context = TrialContext(
+        space, data, trial_subset(train, 64, 0), val, teacher, Normaliser.fit(data.x_train, runtime), 0
+    )
+    study = open_study("s", default_storage(tmp_path), space, "synthetic", 0)
+    optimize(study, make_objective(context), 8)
+    assert {tuple(t.intermediate_values) for t in study.trials} <= {(1,), (1, 2)}
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert pruned and complete
+    assert all(tuple(t.intermediate_values) == (1,) for t in pruned)
+    assert all(t.value == t.intermediate_values[2] for t in complete)

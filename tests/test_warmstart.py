@@ -139,9 +139,9 @@ def test_a_warm_start_is_never_pruned(tmp_path, monkeypatch):
     space = _warm_space(tmp_path)
     space = dataclasses.replace(space, trial=dataclasses.replace(space.trial, epochs=3))
 
-    def fake_train(student, batches, settings, normalise, teacher, kd, validation, on_epoch, **kwargs):
-        for epoch in range(settings.epochs):
-            on_epoch(epoch, 0.5)
+    def fake_train(student, batches, settings, normalise, teacher, kd, validation, on_report, **kwargs):
+        for step in range(1, settings.epochs + 1):
+            on_report(step, 0.5)
         return types.SimpleNamespace(
             val_accuracy=[0.5], images_per_second=1.0, teacher_images=0, teacher_saved=0
         )
