@@ -160,7 +160,7 @@ def test_the_saved_share_is_counted_on_a_hand_made_batch():
 
 def test_the_kept_outputs_are_keyed_by_teacher_data_and_inference_path(monkeypatch):
     x, _ = _data()
-    runtime = resolve("cpu", 0)
+    runtime = dataclasses.replace(resolve("cpu", 0), teacher_dtype=None)  # fp32, also on a CPU with bf16
     normalise = Normaliser.fit(x, runtime)
     teacher = _teacher(1)
     first = clean_outputs(teacher, x, normalise)
