@@ -135,7 +135,8 @@ def _toy(n: int = 256, size: int = 12):
     return x, y.astype(np.int64)
 
 
-def test_train_student_learns_and_reports_each_epoch():
+def _toy_run(settings: TrainSettings):
+    """A seeded cnn-tiny trained on the toy data, validated on it; its reports as (step, accuracy)."""
     runtime = resolve("cpu", 0)
     x, y = _toy()
     normalise = Normaliser.fit(x, runtime)
@@ -145,11 +146,16 @@ def test_train_student_learns_and_reports_each_epoch():
     result = train_student(
         student,
         make_loader(x, y, None, 32, runtime, 0),
-        TrainSettings(epochs=2, lr=0.1),
+        settings,
         normalise,
         evaluation=(x, y),
-        on_report=lambda e, a: seen.append((e, a)),
+        on_report=lambda step, accuracy: seen.append((step, accuracy)),
     )
+    return student, seen, result, normalise, x, y
+
+
+def test_train_student_learns_and_reports_each_epoch():
+    student, seen, result, normalise, x, y = _toy_run(TrainSettings(epochs=2, lr=0.1))
     assert [e for e, _ in seen] == [1, 2]
     assert result.val_accuracy[-1] > 0.9
     assert evaluate(student, x, y, normalise) == pytest.approx(result.val_accuracy[-1])
@@ -189,24 +195,8 @@ def test_reports_within_an_epoch_leave_the_training_unchanged():
     """reports_per_epoch = 2 validates after half of each epoch as well (steps 1-4 for 2 epochs); the
     evaluation draws no random number and restores train mode, so the student ends bit for bit as with
     one report an epoch, and the report at each epoch's end is the same accuracy."""
-    runtime = resolve("cpu", 0)
-    x, y = _toy()
-    normalise = Normaliser.fit(x, runtime)
-    runs = {}
-    for reports in (1, 2):
-        torch.manual_seed(0)
-        student = build_model("cnn-tiny", in_channels=1, num_classes=2, image_size=12)
-        seen = []
-        result = train_student(
-            student,
-            make_loader(x, y, None, 32, runtime, 0),
-            TrainSettings(epochs=2, lr=0.1, reports_per_epoch=reports),
-            normalise,
-            evaluation=(x, y),
-            on_report=lambda step, accuracy, seen=seen: seen.append((step, accuracy)),
-        )
-        runs[reports] = (student, seen, result)
-    (one, seen_one, _), (two, seen_two, result_two) = runs[1], runs[2]
+    one, seen_one, *_ = _toy_run(TrainSettings(epochs=2, lr=0.1, reports_per_epoch=1))
+    two, seen_two, result_two, *_ = _toy_run(TrainSettings(epochs=2, lr=0.1, reports_per_epoch=2))
     assert [step for step, _ in seen_two] == [1, 2, 3, 4] and len(result_two.val_accuracy) == 4
     assert [seen_two[1][1], seen_two[3][1]] == [accuracy for _, accuracy in seen_one]
     for a, b in zip(one.state_dict().values(), two.state_dict().values(), strict=True):
