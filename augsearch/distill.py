@@ -261,7 +261,7 @@ def predict(
 @dataclass
 class TrainResult:
     """What one training run measured; ``val_accuracy`` has one entry per report (per evaluated epoch, or
-    ``reports_per_epoch`` per epoch).
+    ``reports_per_epoch`` per epoch, or one per ``epochs_per_report`` epochs).
     ``mixed_batches`` of ``batches`` were mixed (mixup/CutMix), counted over the epochs trained. Of the
     ``teacher_images`` images the teacher's outputs were needed for, ``teacher_saved`` were reused
     clean-image outputs (:mod:`augsearch.reuse`): teacher passes saved."""
@@ -328,6 +328,7 @@ def train_student(
     called with the reports made so far (1, 2, ...), which may raise to stop (Optuna's pruning). With
     ``settings.reports_per_epoch`` r > 1 it is evaluated r times an epoch, after every 1/r of its batches:
     a pruner then judges a trial on fewer images (successive halving's first rung, Li et al. 2020).
+    With ``settings.epochs_per_report`` K > 1 it is evaluated only after every K-th epoch and the last.
     Raises :class:`NonFiniteLoss` within a few steps of a loss turning NaN or infinite.
 
     With ``checkpoint``, the student, optimiser and schedule state and the history so far are saved
@@ -439,7 +440,7 @@ def train_student(
         if checkpoint is not None:
             _save(checkpoint, epoch + 1, student, optimiser, schedule, result)
         said = f"{description} epoch {epoch + 1}/{settings.epochs}: train loss {result.train_loss[-1]:.4f}"
-        if evaluation is not None:
+        if evaluation is not None and settings.validates_after(epoch):
             accuracy = evaluate(student, *evaluation, normalise)
             result.val_accuracy.append(accuracy)
             progress.line(f"{said}, val accuracy {accuracy:.4f}")

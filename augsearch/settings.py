@@ -85,13 +85,40 @@ class TrainSettings:
     # A trial's validations per epoch, each reported to the pruner as one step: with 2, the pruner can stop
     # a trial after half an epoch (fewer images in its first rung). A retrain validates once per epoch.
     reports_per_epoch: int = 1
+    # The other way round: a trial's epochs between validations. With 20, a 120-epoch trial validates
+    # after epochs 20, 40, ..., 120 (six pruner steps): for long trials on few images, where validating
+    # on the whole validation split costs more than an epoch of training. The last epoch always validates.
+    epochs_per_report: int = 1
+
+    def __post_init__(self) -> None:
+        if self.reports_per_epoch > 1 and self.epochs_per_report > 1:
+            raise ValueError("reports_per_epoch and epochs_per_report cannot both be above 1")
+
+    @property
+    def reports(self) -> int:
+        """How many validations a whole run makes: the pruner's steps are 1 .. this."""
+        if self.epochs_per_report > 1:
+            return -(-self.epochs // self.epochs_per_report)
+        return self.epochs * self.reports_per_epoch
+
+    def validates_after(self, epoch: int) -> bool:
+        """Whether the end of ``epoch`` (0-based) is validated."""
+        return (epoch + 1) % self.epochs_per_report == 0 or epoch + 1 == self.epochs
+
+    def epochs_at(self, report: int) -> float:
+        """Epochs trained when report ``report`` (1-based) is made."""
+        if self.epochs_per_report > 1:
+            return min(report * self.epochs_per_report, self.epochs)
+        return report / self.reports_per_epoch
 
     def to_dict(self) -> dict:
-        """The settings as run keys and run records store them: ``reports_per_epoch`` only when it is not
-        1 (a retrain's never is), so the runs recorded before it existed keep their names."""
+        """The settings as run keys and run records store them: ``reports_per_epoch`` and
+        ``epochs_per_report`` only when not 1 (a retrain's never are), so the runs recorded before they
+        existed keep their names."""
         settings = asdict(self)
-        if self.reports_per_epoch == 1:
-            del settings["reports_per_epoch"]
+        for key in ("reports_per_epoch", "epochs_per_report"):
+            if settings[key] == 1:
+                del settings[key]
         return settings
 
 

@@ -255,6 +255,10 @@ def _train(reader: _Reader, searchable: bool = False) -> tuple[TrainSettings, Tr
         lr = Range(value, value)
         epochs = (reader.number("epochs", 1, 10_000, kind=int),)
         batch_sizes = (reader.number("batch_size", 1, 65_536, 128, kind=int),)
+    per_epoch = reader.number("reports_per_epoch", 1, 100, 1, kind=int) if searchable else 1
+    per_report = reader.number("epochs_per_report", 1, 10_000, 1, kind=int) if searchable else 1
+    if per_epoch > 1 and per_report > 1:
+        reader.fail(reader.path("epochs_per_report"), "cannot be combined with reports_per_epoch above 1")
     settings = TrainSettings(
         epochs=max(epochs),
         batch_size=max(batch_sizes),
@@ -262,7 +266,8 @@ def _train(reader: _Reader, searchable: bool = False) -> tuple[TrainSettings, Tr
         weight_decay=reader.number("weight_decay", 0.0, 1.0, 5e-4),
         schedule=reader.choice("schedule", SCHEDULES, "onecycle"),
         subset=reader.number("subset", 1, 10**9, None, kind=int),
-        reports_per_epoch=reader.number("reports_per_epoch", 1, 100, 1, kind=int) if searchable else 1,
+        reports_per_epoch=per_epoch,
+        epochs_per_report=per_report,
     )
     reader.done()
     search = TrainSearch(

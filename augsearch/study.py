@@ -1,8 +1,9 @@
 """The Optuna study: sampler, pruner, opening it (or resuming it), and the objective of one trial.
 
 One trial = sample a policy and KD settings, distil a fresh student on a fixed training subset for
-a few epochs, report validation accuracy after every epoch, or several times an epoch
-(``trial.reports_per_epoch``), so the pruner can stop it early; return the last one. Every trial starts
+a few epochs, report validation accuracy after every epoch, several times an epoch
+(``trial.reports_per_epoch``) or every few epochs (``trial.epochs_per_report``), so the pruner can stop
+it early; return the last one. Every trial starts
 from the same student initialisation and the same data order (common random numbers): differences
 between trials then come from the policy, not from the seed.
 """
@@ -104,7 +105,7 @@ def make_pruner(space: Space) -> optuna.pruners.BasePruner:
 
 def reports(space: Space) -> int:
     """How many validation reports a whole trial makes: the pruner's steps are 1 .. this."""
-    return space.trial.epochs * space.trial.reports_per_epoch
+    return space.trial.reports
 
 
 def fingerprint(space: Space, dataset: str, seed: int, teacher_sha256: str | None = None) -> str:
@@ -241,7 +242,7 @@ def make_objective(context: TrialContext) -> Callable[[optuna.Trial], float]:
             # After the last report the work is done: pruning then would only hide a finished result.
             # A warm start (augsearch/warmstart.py) runs to the end: the search must not lose a baseline.
             if step < reports(space) and WARM_START not in trial.user_attrs and trial.should_prune():
-                epochs = step / space.trial.reports_per_epoch
+                epochs = space.trial.epochs_at(step)
                 raise optuna.TrialPruned(
                     f"pruned after epoch {epochs:g} at validation accuracy {accuracy:.4f}"
                 )

@@ -203,6 +203,34 @@ def test_reports_within_an_epoch_leave_the_training_unchanged():
         assert torch.equal(a, b)
 
 
+def test_reports_every_few_epochs_leave_the_training_unchanged():
+    """epochs_per_report = 2 over 5 epochs validates after epochs 2, 4 and the last, 5 (steps 1-3), with
+    the accuracies a run validating every epoch sees there; the student ends bit for bit the same."""
+    every, seen_every, *_ = _toy_run(TrainSettings(epochs=5, lr=0.1))
+    few, seen_few, result_few, *_ = _toy_run(TrainSettings(epochs=5, lr=0.1, epochs_per_report=2))
+    assert [step for step, _ in seen_few] == [1, 2, 3] and len(result_few.val_accuracy) == 3
+    assert [accuracy for _, accuracy in seen_few] == [seen_every[i][1] for i in (1, 3, 4)]
+    for a, b in zip(every.state_dict().values(), few.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_report_counts_and_epochs_per_report():
+    """The pruner's steps: epochs x r, or the epochs over K rounded up (the last epoch always reports);
+    a report's epoch; the run key leaves both out at 1; the two ways cannot be combined."""
+    assert TrainSettings(epochs=120, epochs_per_report=20).reports == 6
+    assert TrainSettings(epochs=5, epochs_per_report=2).reports == 3
+    assert TrainSettings(epochs=2, reports_per_epoch=2).reports == 4
+    assert [TrainSettings(epochs=5, epochs_per_report=2).epochs_at(k) for k in (1, 2, 3)] == [2, 4, 5]
+    assert TrainSettings(epochs=2, reports_per_epoch=2).epochs_at(1) == 0.5
+    assert [TrainSettings(epochs=5, epochs_per_report=2).validates_after(e) for e in range(5)] == [
+        False, True, False, True, True
+    ]  # fmt: skip
+    assert "epochs_per_report" not in TrainSettings(epochs=5).to_dict()
+    assert TrainSettings(epochs=5, epochs_per_report=2).to_dict()["epochs_per_report"] == 2
+    with pytest.raises(ValueError, match="cannot both"):
+        TrainSettings(epochs=5, epochs_per_report=2, reports_per_epoch=2)
+
+
 def test_midway_reports_fall_inside_the_epoch():
     from augsearch.distill import _midway
 

@@ -272,7 +272,8 @@ def test_the_teacher_sees_the_same_mixed_batch_as_the_student():
 
 def test_run_key_keeps_old_names_without_mixing_and_records_active_mixing():
     settings, kd = TrainSettings(epochs=2), KDSettings(4.0, 0.9)
-    train = {k: v for k, v in asdict(settings).items() if k != "reports_per_epoch"}  # as before it existed
+    newer = ("reports_per_epoch", "epochs_per_report")  # left out at 1: as before they existed
+    train = {k: v for k, v in asdict(settings).items() if k not in newer}
     old = {"transform": None, "kd": kd.to_dict(), "train": train, "student": "cnn-tiny", "seed": 0}
     digest = hashlib.sha256(json.dumps(old, sort_keys=True, default=str).encode()).hexdigest()[:10]
     assert run_key(Candidate("none", None, kd), settings, "cnn-tiny", 0) == f"none-s0-{digest}"

@@ -147,6 +147,13 @@ BAD = [
     (lambda r: r.pop("kd"), "kd", "missing required key"),
     (lambda r: r["trial"].update(reports_per_epoch=0), "trial.reports_per_epoch", "expected"),
     (lambda r: r["retrain"].update(reports_per_epoch=2), "retrain.reports_per_epoch", "unknown key"),
+    (lambda r: r["trial"].update(epochs_per_report=0), "trial.epochs_per_report", "expected"),
+    (
+        lambda r: r["trial"].update(epochs_per_report=2, reports_per_epoch=2),
+        "trial.epochs_per_report",
+        "cannot be combined with reports_per_epoch",
+    ),
+    (lambda r: r["retrain"].update(epochs_per_report=2), "retrain.epochs_per_report", "unknown key"),
 ]
 
 

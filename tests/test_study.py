@@ -111,11 +111,7 @@ def test_hyperband_prunes_a_two_epoch_trial_after_its_first_epoch(tmp_path):
 def test_successive_halving_on_half_epochs_prunes_after_half_an_epoch(tmp_path):
     """With two reports an epoch the pruner's first rung falls after half of the first epoch: a pruned
     trial has trained on half the images a whole trial does, and says so."""
-    from augsearch.data import load_dataset, validation_split
-    from augsearch.loader import Normaliser
-    from augsearch.models import build_model
-    from augsearch.runtime import resolve
-    from augsearch.study import TrialContext, make_objective
+    from augsearch.study import make_objective
 
     smoke = load_space("smoke")
     space = dataclasses.replace(
@@ -123,19 +119,47 @@ def test_successive_halving_on_half_epochs_prunes_after_half_an_epoch(tmp_path):
         trial=dataclasses.replace(smoke.trial, epochs=1, reports_per_epoch=2, batch_size=16),
         study=dataclasses.replace(smoke.study, pruner="successive-halving", pruner_args={}, warm_starts=()),
     )
-    data = load_dataset("synthetic", synthetic=space.dataset.synthetic)
-    train, val = validation_split(data.y_train, space.dataset.validation_fraction, 0)
-    runtime = resolve("cpu", loader_workers=0)
-    torch.manual_seed(0)
-    teacher = build_model("cnn-tiny", in_channels=1, num_classes=4, image_size=16).eval()
-    context = TrialContext(
-        space, data, trial_subset(train, 64, 0), val, teacher, Normaliser.fit(data.x_train, runtime), 0
-    )
     study = open_study("s", default_storage(tmp_path), space, "synthetic", 0)
-    optimize(study, make_objective(context), 8)
+    optimize(study, make_objective(_smoke_context(space, 64)), 8)
     assert {tuple(t.intermediate_values) for t in study.trials} <= {(1,), (1, 2)}
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert pruned and complete
     assert all(tuple(t.intermediate_values) == (1,) for t in pruned)
     assert all(t.value == t.intermediate_values[2] for t in complete)
+
+
+def test_trials_validating_every_few_epochs_report_one_step_per_validation(tmp_path):
+    """With epochs_per_report = 2 a 3-epoch trial reports twice, after epochs 2 and 3 (steps 1, 2), and its
+    value is the last report: what the pruner and the dashboard see of a long trial on few images."""
+    from augsearch.study import make_objective, reports
+
+    smoke = load_space("smoke")
+    space = dataclasses.replace(
+        smoke,
+        trial=dataclasses.replace(smoke.trial, epochs=3, epochs_per_report=2, batch_size=16),
+        study=dataclasses.replace(smoke.study, pruner="none", pruner_args={}, warm_starts=()),
+    )
+    assert reports(space) == 2
+    study = open_study("s", default_storage(tmp_path), space, "synthetic", 0)
+    optimize(study, make_objective(_smoke_context(space, 32)), 2)
+    assert [tuple(t.intermediate_values) for t in study.trials] == [(1, 2), (1, 2)]
+    assert all(t.value == t.intermediate_values[2] for t in study.trials)
+
+
+def _smoke_context(space, images: int):
+    """A trial context for a variant of the smoke space: its synthetic data, ``images`` training images,
+    a seeded random cnn-tiny teacher, the CPU."""
+    from augsearch.data import load_dataset, validation_split
+    from augsearch.loader import Normaliser
+    from augsearch.models import build_model
+    from augsearch.runtime import resolve
+    from augsearch.study import TrialContext
+
+    data = load_dataset("synthetic", synthetic=space.dataset.synthetic)
+    train, val = validation_split(data.y_train, space.dataset.validation_fraction, 0)
+    runtime = resolve("cpu", loader_workers=0)
+    torch.manual_seed(0)
+    teacher = build_model("cnn-tiny", in_channels=1, num_classes=4, image_size=16).eval()
+    normalise = Normaliser.fit(data.x_train, runtime)
+    return TrialContext(space, data, trial_subset(train, images, 0), val, teacher, normalise, 0)
