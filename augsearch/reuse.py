@@ -1,7 +1,7 @@
 """The teacher's outputs on clean training images, reused for the images a policy left unchanged.
 
 With a mild policy most images leave the pipeline byte for byte as they entered it (with ``none``, all
-of them; the default space's best policies apply two ops at low probability). The teacher's output on
+of them; the `full-labels` space's best policies apply two ops at low probability). The teacher's output on
 such an image *is* its output on the clean image, so it is computed the first time training meets the
 image unchanged, kept (N x classes floats: 2.4 MB for 60,000 images of 10 classes), and read back
 whenever the image comes out unchanged again, instead of running the teacher once more. The teacher

@@ -77,7 +77,7 @@ def resolve(device: str = "auto", loader_workers: int | None = None) -> Runtime:
     ``auto`` takes CUDA when present. Loader workers: on CUDA one per spare core, every one of them,
     since the GPU computes while the cores augment and augmentation is what bounds a small student
     there. On a CPU of two cores or fewer, none: the models' step already fills both cores, and a
-    worker augmenting beside it made the default space's trial step slower than augmenting in the
+    worker augmenting beside it made the `full-labels` space's trial step slower than augmenting in the
     main process between steps (``augsearch bench --loader-workers 1``, README), its work contending
     with torch's threads. Larger CPUs keep one worker per spare core, at most 4; not measured here.
     """

@@ -2,7 +2,7 @@
 
 Why: a search that starts from the baselines is never worse on validation than the best of them (the
 study's best trial is at least as good as every trial it ran), and the sampler learns from them from the
-start. The default space's benchmark is the case in point: with KD, no augmentation at all (``none``)
+start. The `full-labels` space's benchmark is the case in point: with KD, no augmentation at all (``none``)
 beat every augmented policy, which a search whose fixed stages are always on could never find.
 
 A warm start is the Optuna parameters under which :func:`augsearch.policy.sample_policy` rebuilds

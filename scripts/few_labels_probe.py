@@ -3,7 +3,7 @@
 Retrains baselines (``none``, ``standard``, ``trivialaugment``, ``student-alone``; ``none-nokd``: no
 augmentation and no teacher) on N class-balanced Fashion-MNIST training images, drawn once with
 ``numpy.random.default_rng(0)`` from the whole training split, for E epochs, and tests each on the test
-split. The teacher is the default space's (trained on the whole training split, cached in
+split. The teacher is the one `full-labels` and `default` share (trained on the whole training split, in
 ``STUDIES/teachers``), or with ``--teacher-epochs K`` a cnn-teacher trained on the same N images for K
 epochs (cached in ``scripts-probe/``). Each run is ``augsearch.retrain.retrain_run``, so a finished run
 is never redone. No search here: the ``few-labels`` space (``dataset.labelled``) is the searched version.
@@ -22,6 +22,7 @@ import numpy as np
 
 from augsearch.baselines import baseline
 from augsearch.data import ImageData
+from augsearch.mixing import MixSettings
 from augsearch.policy import KDSettings, Policy
 from augsearch.retrain import retrain_run
 from augsearch.space import load_space
@@ -33,14 +34,18 @@ def main() -> None:
     parser.add_argument("images", type=int, help="labelled training images (a multiple of 10)")
     parser.add_argument("epochs", type=int)
     parser.add_argument("student")
-    parser.add_argument("rows", help="comma list: none, standard, trivialaugment, student-alone, none-nokd")
+    parser.add_argument(
+        "rows",
+        help="comma list: none, standard, trivialaugment, student-alone, none-nokd; "
+        "ROW+cutmix or ROW+mixup mixes every batch (lambda ~ Beta(1, 1))",
+    )
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--teacher-epochs", type=int, default=None, help="teacher on the N images only")
     parser.add_argument("--studies-dir", type=Path, default=Path("studies"))
     parser.add_argument("--out", type=Path, default=Path("scripts-probe"))
     args = parser.parse_args()
 
-    space = load_space("default")
+    space = load_space("full-labels")  # all labels: the N images are drawn here, not by the space
     space = replace(space, student=args.student, retrain=replace(space.retrain, epochs=args.epochs))
     workspace = open_workspace(space, "fashion-mnist", None, "cpu", 0)
     data, rng = workspace.data, np.random.default_rng(0)
@@ -64,7 +69,10 @@ def main() -> None:
     out = args.out / f"{args.student}-n{args.images}-e{args.epochs}{suffix}"
     out.mkdir(parents=True, exist_ok=True)
     for name in args.rows.split(","):
-        candidate = baseline(name.removesuffix("-nokd"), standard, kd, data.channels)
+        base, _, mixing = name.removesuffix("-nokd").partition("+")
+        candidate = baseline(base, standard, kd, data.channels)
+        if mixing:  # e.g. standard+cutmix: every batch mixed, lambda ~ Beta(1, 1)
+            candidate = replace(candidate, mix=MixSettings(mixing, 1.0, 1.0), name=name)
         if name.endswith("-nokd"):
             candidate = replace(candidate, kd=None, name=name)
         for seed in (int(s) for s in args.seeds.split(",")):

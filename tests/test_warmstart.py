@@ -61,14 +61,27 @@ def test_a_warm_start_is_its_baseline_exactly(space_name, start, channels):
     assert policy.kd == (candidate.kd or KDSettings(policy.kd.temperature, 0.0)) and policy.mix == NO_MIXING
 
 
-def test_default_space_starts_from_none_and_standard():
-    space = load_space("default")
+@pytest.mark.parametrize("name", ["default", "full-labels"])
+def test_default_spaces_start_from_none_and_standard(name):
+    space = load_space(name)
     assert space.study.warm_starts == ("none", "standard") and space.fixed_searched
-    assert space.study.trials == 30 and space.trial.epochs == 2 and space.retrain.epochs == 8  # budget kept
     none = warm_start_params("none", space, 1)
     assert none["fixed_on"] is False and none["op0_p"] == none["op1_p"] == 0.0
     assert (none["temperature"], none["alpha"]) == (4.0, 0.9)
     assert warm_start_params("standard", space, 1)["fixed_on"] is True
+
+
+def test_the_default_and_the_former_default_keep_their_budgets():
+    """default: 1,000 labels, cnn-small, 16 whole-length trials that nothing prunes; full-labels (the
+    default until 2026-12-08): all labels, cnn-tiny, 30 pruned 2-epoch trials. The same teacher recipe,
+    so the two share the cached teacher."""
+    default, full = load_space("default"), load_space("full-labels")
+    assert (default.dataset.labelled, default.student, default.study.trials) == (1000, "cnn-small", 16)
+    assert default.trial.epochs == default.retrain.epochs == 120 and default.trial.subset is None
+    assert default.trial.epochs_per_report == 20 and default.study.pruner == "none"
+    assert (full.dataset.labelled, full.student, full.study.trials) == (None, "cnn-tiny", 30)
+    assert (full.trial.epochs, full.trial.subset, full.retrain.epochs) == (2, 10000, 8)
+    assert default.teacher == full.teacher and default.fixed == full.fixed and default.kd == full.kd
 
 
 def _warm_space(tmp_path, **study):
